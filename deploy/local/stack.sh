@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# stack.sh up|down|status|wipe — the whole local stack outflow runs against, on loopback:
+# Apache Kafka 4.x (KRaft, transactions), Apicurio Registry (Confluent-compatible API) and
+# SecantusDB (MongoDB wire protocol, transactions, change streams, --sync-on-commit).
+#
+#   eval "$(deploy/local/stack.sh up)"   # starts what is not running, waits until each answers a real
+#                                        # request, prints the OUTFLOW_* exports on stdout
+#   deploy/local/stack.sh status         # prints the exports if all three answer, exit 1 otherwise
+#   deploy/local/stack.sh down           # stops all three (data is kept)
+#   deploy/local/stack.sh wipe           # stops all three and removes their data
+#
+# Downloads and builds are cached in $OUTFLOW_LOCAL_CACHE (default deploy/local/.cache, git-ignored);
+# logs, pids and data live in $OUTFLOW_LOCAL_RUN (default deploy/local/.run).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export OUTFLOW_LOCAL_CACHE="${OUTFLOW_LOCAL_CACHE:-$HERE/.cache}"
+export OUTFLOW_LOCAL_RUN="${OUTFLOW_LOCAL_RUN:-$HERE/.run}"
+SERVICES=(kafka registry mongo)
+
+log() { echo "stack: $*" >&2; }
+
+script_of() { echo "$HERE/$1/$1-local.sh"; }
+
+# Debian packages the build and the servers need; installed only when missing.
+ensure_packages() {
+  local need=() p
+  for p in cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev libsasl2-dev maven curl python3-venv g++ make; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+  [ ${#need[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${need[*]}"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+}
+
+exports() {  # $1 kafka $2 registry $3 mongo
+  echo "export OUTFLOW_KAFKA_BROKERS=$1"
+  echo "export OUTFLOW_REGISTRY_URL=$2"
+  echo "export OUTFLOW_MONGO_URI='$3'"
+}
+
+up() {
+  ensure_packages
+  mkdir -p "$OUTFLOW_LOCAL_RUN"
+  local t0=$SECONDS s pids=() failed=0
+  for s in "${SERVICES[@]}"; do
+    "$(script_of "$s")" start >"$OUTFLOW_LOCAL_RUN/$s.addr" 2>"$OUTFLOW_LOCAL_RUN/$s.start.log" &
+    pids+=($!)
+  done
+  local i=0
+  for s in "${SERVICES[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      failed=1; log "$s failed to start:"; sed 's/^/  /' "$OUTFLOW_LOCAL_RUN/$s.start.log" >&2
+    fi
+    i=$((i + 1))
+  done
+  [ "$failed" = 0 ] || { log "not all services came up"; exit 1; }
+  log "up in $((SECONDS - t0)) s"
+  exports "$(cat "$OUTFLOW_LOCAL_RUN/kafka.addr")" "$(cat "$OUTFLOW_LOCAL_RUN/registry.addr")" \
+    "$(cat "$OUTFLOW_LOCAL_RUN/mongo.addr")"
+}
+
+status() {
+  local s addr=() rc=0
+  for s in "${SERVICES[@]}"; do
+    if a="$("$(script_of "$s")" status 2>/dev/null)"; then addr+=("$a"); log "$s: up ($a)"
+    else rc=1; addr+=(""); log "$s: DOWN"; fi
+  done
+  [ "$rc" = 0 ] && exports "${addr[@]}"
+  return "$rc"
+}
+
+down() {
+  local s
+  for s in "${SERVICES[@]}"; do "$(script_of "$s")" stop || true; done
+}
+
+wipe() {
+  local s
+  for s in "${SERVICES[@]}"; do "$(script_of "$s")" wipe 2>/dev/null || "$(script_of "$s")" stop || true; done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  wipe) wipe ;;
+  *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;
+esac

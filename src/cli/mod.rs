@@ -1,0 +1,91 @@
+//! The command line: one file per subcommand, no business logic; errors become exit codes here.
+
+mod graph;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (sysexits-style where one fits).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Failure at run time (a server down, an incompatible schema, ...).
+    pub const FAILURE: u8 = 1;
+    /// Bad command line (clap uses it too).
+    pub const USAGE: u8 = 2;
+    /// Bad configuration: EX_CONFIG.
+    pub const CONFIG: u8 = 78;
+}
+
+/// Logs go to stderr: `RUST_LOG` filters, `OUTFLOW_LOG_FORMAT=json` switches to JSON lines.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("OUTFLOW_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "outflow", version, about = "Kafka → stage → one MongoDB transaction → outbox → Kafka, exactly once.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a topology file: every problem at once, with file:line:col (offline unless --online).
+    #[command(after_help = "Examples:\n  outflow validate\n  outflow validate --online --deny-warnings deploy/topology.toml\n  outflow validate --format json | jq '.diagnostics[] | .code'")]
+    Validate(validate::Args),
+    /// Draw the topology: sources, stages, entities, output and dead-letter topics.
+    #[command(after_help = "Example:\n  outflow graph --format mermaid > topology.mmd")]
+    Graph(graph::Args),
+    /// Run the pipeline: sources → stages → Mongo transaction → outbox relay → Kafka.
+    #[command(after_help = "Examples:\n  outflow run\n  outflow run --processor-only topology.toml\n  OUTFLOW_LOG_FORMAT=json outflow run --relay-only")]
+    Run(run::Args),
+}
+
+/// The topology file argument every subcommand shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArg {
+    /// The topology file.
+    #[arg(default_value = "topology.toml", env = "OUTFLOW_TOPOLOGY")]
+    pub topology: PathBuf,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(args).await,
+        Command::Graph(args) => graph::run(args),
+        Command::Run(args) => run::run(args).await,
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// Prints a configuration error's diagnostics (text) and returns EX_CONFIG.
+pub(crate) fn config_failure(error: &crate::config::ConfigError) -> u8 {
+    match error {
+        crate::config::ConfigError::Invalid { diagnostics, .. } => {
+            for d in diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{error}");
+        }
+        other => eprintln!("error: {other}"),
+    }
+    exit::CONFIG
+}

@@ -1,0 +1,112 @@
+//! Reachability probes of Kafka, the schema registry and Mongo (for `validate --online` and `/readyz`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::config::{KafkaSettings, MongoSettings, RegistrySettings};
+
+/// What a probe found, or why it could not get an answer.
+pub type Probe<T> = Result<T, String>;
+
+/// The librdkafka configuration every outflow client starts from: brokers plus user properties.
+pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Topic name → partition count, as the brokers report it.
+pub async fn kafka_topics(kafka: &KafkaSettings, timeout: Duration) -> Probe<BTreeMap<String, usize>> {
+    let config = kafka_config(kafka);
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+        let metadata = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| format!("no answer from the Kafka brokers: {e}"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len()))
+            .collect())
+    })
+    .await
+    .map_err(|e| format!("Kafka probe crashed: {e}"))?
+}
+
+/// The registry's subjects.
+pub async fn registry_subjects(registry: &RegistrySettings, timeout: Duration) -> Probe<Vec<String>> {
+    let url = format!("{}/subjects", registry.url);
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("no answer from the registry at {}: {e}", registry.url))?;
+    if !response.status().is_success() {
+        return Err(format!("registry answered {} for GET {url}", response.status()));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| format!("registry's subject list is not JSON: {e}"))
+}
+
+/// Pings Mongo and reports whether it is a replica set (transactions need one).
+pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<String> {
+    let mut options = mongodb::options::ClientOptions::parse(&mongo.uri)
+        .await
+        .map_err(|e| format!("invalid Mongo URI: {e}"))?;
+    options.server_selection_timeout = Some(timeout);
+    options.connect_timeout = Some(timeout);
+    let client = mongodb::Client::with_options(options).map_err(|e| format!("cannot create a Mongo client: {e}"))?;
+    let hello = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! { "hello": 1 })
+        .await
+        .map_err(|e| format!("no answer from Mongo: {e}"))?;
+    match hello.get_str("setName") {
+        Ok(set) => Ok(format!("replica set `{set}`")),
+        Err(_) => Err("Mongo is not a replica set: multi-document transactions need one".to_string()),
+    }
+}
+
+/// The URI with any password replaced, for logs and output.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => uri.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_uri;
+
+    #[test]
+    fn passwords_never_printed() {
+        assert_eq!(
+            redact_uri("mongodb://app:s3cret@db:27017/?replicaSet=rs0"),
+            "mongodb://app:***@db:27017/?replicaSet=rs0"
+        );
+        assert_eq!(redact_uri("mongodb://db:27017/"), "mongodb://db:27017/");
+    }
+}

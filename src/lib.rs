@@ -1,0 +1,28 @@
+//! outflow: a stream processor on the transactional outbox pattern.
+//!
+//! # Layout
+//! The modules follow the flow of an event:
+//! - [`config`]: `topology.toml` → validated [`config::Topology`] (the only config the runtime takes)
+//! - [`source`]: consumer group, per-partition micro-batches, decoding ([`schema`]: Avro, registry)
+//! - [`stage`]: jq stages and the [`stage::Stage`] trait for custom Rust stages
+//! - [`store`]: the one Mongo transaction per batch (event log, entities, outbox, offsets)
+//! - [`relay`]: outbox → Kafka with a transactional producer per shard
+//! - [`dlq`]: dead-letter records
+//! - [`runtime`]: the builder that wires them; [`cli`]: one file per subcommand
+//! - [`graph`], [`health`], [`metrics`], [`topics`]: drawing, probes, metric names, topic creation
+
+pub mod cli;
+pub mod config;
+pub mod dlq;
+pub mod graph;
+pub mod health;
+pub mod metrics;
+pub mod relay;
+pub mod runtime;
+pub mod schema;
+pub mod source;
+pub mod stage;
+pub mod store;
+pub mod topics;
+
+pub use runtime::{Roles, Runtime, RuntimeBuilder};

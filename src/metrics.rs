@@ -1,0 +1,49 @@
+//! Every metric outflow exports, defined in one place (`outflow_<noun>_<unit>[_total]`, bounded labels).
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+pub const SOURCE_RECORDS: &str = "outflow_source_records_total";
+pub const BATCH_SIZE: &str = "outflow_batch_size";
+pub const STORE_TXN_SECONDS: &str = "outflow_store_txn_seconds";
+pub const STORE_TXN_RETRIES: &str = "outflow_store_txn_retries_total";
+pub const OUTBOX_PENDING: &str = "outflow_outbox_pending";
+pub const OUTBOX_OLDEST_AGE: &str = "outflow_outbox_oldest_age_seconds";
+pub const RELAY_PUBLISHED: &str = "outflow_relay_published_total";
+pub const RELAY_TXN_SECONDS: &str = "outflow_relay_txn_seconds";
+pub const DLQ_RECORDS: &str = "outflow_dlq_records_total";
+pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
+
+/// Records of a source topic by outcome: `processed`, `duplicate`, `skipped`, `dead-letter`.
+pub fn source_records(topic: &str, outcome: &'static str, n: usize) {
+    counter!(SOURCE_RECORDS, "topic" => topic.to_string(), "outcome" => outcome).increment(n as u64);
+}
+
+pub fn batch(records: usize, txn: Duration, retries: u32) {
+    histogram!(BATCH_SIZE).record(records as f64);
+    histogram!(STORE_TXN_SECONDS).record(txn.as_secs_f64());
+    counter!(STORE_TXN_RETRIES).increment(u64::from(retries));
+}
+
+/// A dead letter written, by DLQ topic and error class.
+pub fn dead_letter(topic: &str, reason: &'static str) {
+    counter!(DLQ_RECORDS, "topic" => topic.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn relay_published(topic: &str, n: usize) {
+    counter!(RELAY_PUBLISHED, "topic" => topic.to_string()).increment(n as u64);
+}
+
+pub fn relay_txn(elapsed: Duration) {
+    histogram!(RELAY_TXN_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn outbox(shard: &str, pending: u64, oldest_age: Duration) {
+    gauge!(OUTBOX_PENDING, "shard" => shard.to_string()).set(pending as f64);
+    gauge!(OUTBOX_OLDEST_AGE, "shard" => shard.to_string()).set(oldest_age.as_secs_f64());
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string()).set(lag as f64);
+}

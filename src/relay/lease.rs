@@ -1,0 +1,72 @@
+//! Mongo leases on outbox shards: one relay publishes a shard at a time; a dead one's lease expires.
+
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
+
+use crate::store::Store;
+use crate::store::documents::LEASES;
+
+/// This relay's hold on one shard.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub shard: String,
+    pub owner: String,
+    pub ttl: Duration,
+    renewed: Instant,
+}
+
+impl Lease {
+    /// Takes the shard if it is free, expired or already ours; `None` if another relay holds it.
+    pub async fn acquire(store: &Store, shard: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>, mongodb::error::Error> {
+        let now = DateTime::now();
+        let expires = DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64);
+        let result = store
+            .database()
+            .collection::<Document>(LEASES)
+            .find_one_and_update(
+                doc! { "_id": shard, "$or": [ { "owner": owner }, { "expiresAt": { "$lt": now } } ] },
+                doc! { "$set": { "owner": owner, "expiresAt": expires }, "$inc": { "generation": 1_i64 } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match result {
+            Ok(Some(_)) => Ok(Some(Lease { shard: shard.to_string(), owner: owner.to_string(), ttl, renewed: Instant::now() })),
+            Ok(None) => Ok(None),
+            // the upsert collided with the live lease of another relay
+            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000)
+                || matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 11000) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Extends the lease when a third of its time has passed; `false` when it was lost meanwhile.
+    pub async fn renew_if_due(&mut self, store: &Store) -> Result<bool, mongodb::error::Error> {
+        if self.renewed.elapsed() < self.ttl / 3 {
+            return Ok(true);
+        }
+        let now = DateTime::now();
+        let expires = DateTime::from_millis(now.timestamp_millis() + self.ttl.as_millis() as i64);
+        let updated = store
+            .database()
+            .collection::<Document>(LEASES)
+            .update_one(doc! { "_id": &self.shard, "owner": &self.owner }, doc! { "$set": { "expiresAt": expires } })
+            .await?;
+        self.renewed = Instant::now();
+        Ok(updated.matched_count == 1)
+    }
+
+    /// Gives the shard up at once (on shutdown), so another relay need not wait for expiry.
+    pub async fn release(&self, store: &Store) {
+        let _ = store
+            .database()
+            .collection::<Document>(LEASES)
+            .update_one(doc! { "_id": &self.shard, "owner": &self.owner }, doc! { "$set": { "expiresAt": DateTime::from_millis(0) } })
+            .await;
+    }
+}

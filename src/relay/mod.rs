@@ -1,0 +1,136 @@
+//! The outbox relay: publishes outbox records to Kafka exactly once, in order per shard.
+//!
+//! # Exactly once, Mongo → Kafka
+//! Outbox shard = source partition: one writer, so `seq` is commit order. A relay publishes a
+//! shard only while it holds the shard's Mongo lease, with a transactional producer whose
+//! `transactional.id` is fixed per shard: `init_transactions` fences any older producer of the
+//! shard (a zombie relay) and completes its open transaction. Each Kafka transaction carries a
+//! batch of records in `seq` order AND the shard's checkpoint (the last `seq` in it). On start the
+//! relay reads the checkpoint read_committed and resumes after it, so a record is published iff the
+//! checkpoint moved past it. Deleting published records from Mongo comes after and is only tidying.
+
+mod checkpoint;
+mod errors;
+mod lease;
+mod publisher;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mongodb::bson::{Document, doc};
+use tokio::sync::{Notify, watch};
+
+pub use errors::{Recovery, classify};
+pub use publisher::PublishError;
+
+use crate::config::Topology;
+use crate::store::Store;
+use crate::store::documents::{OUTBOX, shard_of};
+use lease::Lease;
+use publisher::ShardPublisher;
+
+/// Every outbox shard of a topology in a fixed order (its index is its checkpoint partition).
+pub fn shards(topology: &Topology) -> Vec<String> {
+    let mut shards: Vec<String> = topology
+        .sources
+        .iter()
+        .flat_map(|s| (0..s.partitions).map(move |p| shard_of(&s.topic, p)))
+        .collect();
+    shards.sort();
+    shards
+}
+
+/// Runs the relay until `stop` turns true: competes for every shard's lease and publishes those it wins.
+pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bool>) {
+    let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
+    let shards = shards(&topology);
+    let wakers: HashMap<String, Arc<Notify>> = shards.iter().map(|s| (s.clone(), Arc::new(Notify::new()))).collect();
+    let watcher = tokio::spawn(watch_outbox(store.clone(), wakers.clone(), stop.clone()));
+    let mut tasks = Vec::new();
+    for (index, shard) in shards.into_iter().enumerate() {
+        let wake = Arc::clone(&wakers[&shard]);
+        tasks.push(tokio::spawn(own_shard(Arc::clone(&topology), store.clone(), shard, index as i32, owner.clone(), wake, stop.clone())));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    watcher.abort();
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_string())
+}
+
+/// Tries to lease `shard` until stopped; publishes it whenever the lease is ours.
+async fn own_shard(topology: Arc<Topology>, store: Store, shard: String, partition: i32, owner: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let ttl = topology.relay.lease_ttl;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match Lease::acquire(&store, &shard, &owner, ttl).await {
+            Ok(Some(lease)) => {
+                let mut publisher = ShardPublisher {
+                    topology: Arc::clone(&topology),
+                    store: store.clone(),
+                    shard: shard.clone(),
+                    checkpoint_partition: partition,
+                    wake: Arc::clone(&wake),
+                    lease: lease.clone(),
+                };
+                match publisher.run(stop.clone()).await {
+                    Ok(()) => {
+                        lease.release(&store).await;
+                        return;
+                    }
+                    Err(e) => tracing::warn!(shard = %shard, "relay stopped publishing the shard: {e}"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(shard = %shard, "lease check failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Wakes a shard's publisher when a record is inserted for it; polling covers a broken stream.
+async fn watch_outbox(store: Store, wakers: HashMap<String, Arc<Notify>>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stream = store
+            .database()
+            .collection::<Document>(OUTBOX)
+            .watch()
+            .pipeline([doc! { "$match": { "operationType": "insert" } }])
+            .await;
+        match stream {
+            Ok(mut stream) => loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    next = stream.next() => match next {
+                        Some(Ok(event)) => {
+                            let shard = event.full_document.as_ref().and_then(|d| d.get_str("shard").ok());
+                            if let Some(w) = shard.and_then(|s| wakers.get(s)) {
+                                w.notify_one();
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!("outbox change stream broke, polling meanwhile: {e}");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            },
+            Err(e) => tracing::debug!("no outbox change stream, polling: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Publishes one outbox shard: records in `seq` order plus the shard's checkpoint, one Kafka transaction each batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::{Notify, watch};
+
+use super::checkpoint::{self, Checkpoint};
+use super::errors::{Recovery, classify};
+use super::lease::Lease;
+use crate::config::Topology;
+use crate::metrics;
+use crate::store::Store;
+use crate::store::documents::OUTBOX;
+
+/// Why a shard publisher stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("fenced: a newer relay owns shard {0}")]
+    Fenced(String),
+    #[error("lease on shard {0} lost")]
+    LeaseLost(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("mongo: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+}
+
+/// One outbox record as read from Mongo, ready to produce.
+struct Pending {
+    seq: i64,
+    topic: String,
+    key: Vec<u8>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+fn pending(doc: &Document) -> Option<Pending> {
+    let bytes = |field: &str| match doc.get(field) {
+        Some(mongodb::bson::Bson::Binary(b)) => Some(b.bytes.clone()),
+        _ => None,
+    };
+    let id = doc.get_str("_id").ok()?;
+    let event_id = doc.get_str("eventId").unwrap_or_default();
+    let event_type = doc.get_str("type").unwrap_or_default();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: "id", value: Some(id) })
+        .insert(Header { key: "type", value: Some(event_type) });
+    let extra = doc.get_document("headers").ok();
+    if !extra.is_some_and(|h| h.contains_key(crate::dlq::header::EVENT_ID)) {
+        headers = headers.insert(Header { key: crate::dlq::header::EVENT_ID, value: Some(event_id) });
+    }
+    for (k, v) in extra.into_iter().flatten() {
+        if let Some(v) = v.as_str() {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+    }
+    Some(Pending {
+        seq: doc.get_i64("seq").ok()?,
+        topic: doc.get_str("topic").ok()?.to_string(),
+        key: bytes("key").unwrap_or_else(|| doc.get_str("aggregateid").unwrap_or_default().as_bytes().to_vec()),
+        payload: bytes("payload"),
+        headers,
+    })
+}
+
+/// Publishes `shard` while this relay holds its lease.
+pub struct ShardPublisher {
+    pub topology: Arc<Topology>,
+    pub store: Store,
+    pub shard: String,
+    /// The shard's partition on the checkpoint topic.
+    pub checkpoint_partition: i32,
+    pub wake: Arc<Notify>,
+    pub lease: Lease,
+}
+
+impl ShardPublisher {
+    fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+        let mut config = crate::health::kafka_config(&self.topology.kafka);
+        config
+            .set("transactional.id", format!("outflow-{}-relay-{}", self.topology.name, self.shard))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("transaction.timeout.ms", "60000")
+            .set("message.timeout.ms", "55000");
+        config.create()
+    }
+
+    /// Runs until stopped, fenced or the lease is lost; re-initialises the producer on fatal errors.
+    pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), PublishError> {
+        'producer: loop {
+            let producer = Arc::new(self.producer()?);
+            let init = Arc::clone(&producer);
+            tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30))).await.map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
+            let kafka = self.topology.kafka.clone();
+            let (topic, partition, shard) = (self.topology.relay.checkpoint_topic.clone(), self.checkpoint_partition, self.shard.clone());
+            let mut last = tokio::task::spawn_blocking(move || checkpoint::read(&kafka, &topic, partition, &shard, Duration::from_secs(30)))
+                .await
+                .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
+            tracing::info!(shard = %self.shard, checkpoint = last, "relay owns shard");
+            // records at or below the checkpoint were published: finish their clean-up first
+            self.clean_up(last).await?;
+            loop {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                if !self.lease.renew_if_due(&self.store).await? {
+                    return Err(PublishError::LeaseLost(self.shard.clone()));
+                }
+                let batch = self.next_batch(last).await?;
+                if batch.is_empty() {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(self.topology.relay.poll_interval) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                let started = Instant::now();
+                match self.publish(&producer, &batch).await {
+                    Ok(()) => {
+                        last = batch.last().map_or(last, |p| p.seq);
+                        metrics::relay_txn(started.elapsed());
+                        self.clean_up(last).await?;
+                    }
+                    Err(e) => match classify(&e) {
+                        Recovery::Retry | Recovery::AbortAndRetry => {
+                            tracing::warn!(shard = %self.shard, "transaction failed, aborting and retrying: {e}");
+                            let p = Arc::clone(&producer);
+                            let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30))).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Recovery::Reinit => {
+                            tracing::warn!(shard = %self.shard, "producer unusable, re-initialising: {e}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue 'producer;
+                        }
+                        Recovery::Fenced => return Err(PublishError::Fenced(self.shard.clone())),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn next_batch(&self, after: i64) -> Result<Vec<Pending>, PublishError> {
+        let docs: Vec<Document> = self
+            .store
+            .database()
+            .collection::<Document>(OUTBOX)
+            .find(doc! { "shard": &self.shard, "seq": { "$gt": after } })
+            .sort(doc! { "seq": 1 })
+            .limit(self.topology.relay.batch_records as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.iter().filter_map(pending).collect())
+    }
+
+    /// One Kafka transaction: the records in order, then the checkpoint; committed only after
+    /// every delivery report arrived (which also avoids librdkafka's ~100 ms commit flush wait).
+    async fn publish(&self, producer: &Arc<FutureProducer>, batch: &[Pending]) -> Result<(), rdkafka::error::KafkaError> {
+        producer.begin_transaction()?;
+        let mut deliveries = Vec::with_capacity(batch.len() + 1);
+        for p in batch {
+            let mut record = FutureRecord::to(&p.topic).key(&p.key).headers(p.headers.clone());
+            if let Some(payload) = &p.payload {
+                record = record.payload(payload);
+            }
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(e),
+            }
+        }
+        let last = batch.last().map_or(0, |p| p.seq);
+        let checkpoint = serde_json::to_vec(&Checkpoint { shard: self.shard.clone(), seq: last, at: crate::source::decode::chrono_millis() }).unwrap_or_default();
+        let record = FutureRecord::to(&self.topology.relay.checkpoint_topic)
+            .partition(self.checkpoint_partition)
+            .key(self.shard.as_bytes())
+            .payload(&checkpoint);
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err((e, _)) => return Err(e),
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
+            }
+        }
+        let p = Arc::clone(producer);
+        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
+            .await
+            .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
+        let mut per_topic: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for p in batch {
+            *per_topic.entry(p.topic.as_str()).or_default() += 1;
+        }
+        for (topic, n) in per_topic {
+            metrics::relay_published(topic, n);
+        }
+        Ok(())
+    }
+
+    /// Deletes published records; correctness never depends on it (the checkpoint decides).
+    async fn clean_up(&self, upto: i64) -> Result<(), PublishError> {
+        let outbox = self.store.database().collection::<Document>(OUTBOX);
+        outbox.delete_many(doc! { "shard": &self.shard, "seq": { "$lte": upto } }).await?;
+        let pending = outbox.count_documents(doc! { "shard": &self.shard }).await?;
+        let oldest = outbox
+            .find_one(doc! { "shard": &self.shard })
+            .sort(doc! { "seq": 1 })
+            .await?
+            .and_then(|d| d.get_datetime("createdAt").ok().copied())
+            .map_or(Duration::ZERO, |t| {
+                Duration::from_millis((mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0) as u64)
+            });
+        metrics::outbox(&self.shard, pending, oldest);
+        Ok(())
+    }
+}

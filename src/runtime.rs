@@ -1,0 +1,146 @@
+//! The runtime builder: a topology plus custom stages → running processor and relay.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{self, ConfigError, Loaded, Topology};
+use crate::schema::registry::{Registry, RegistryError};
+use crate::source::{self, Shared};
+use crate::stage::{Stage, StageRunner};
+use crate::store::{Store, StoreError};
+
+/// Why the runtime could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("subject `{subject}`: {source}")]
+    Register { subject: String, source: RegistryError },
+    #[error(transparent)]
+    Topics(#[from] crate::topics::TopicError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+}
+
+/// Which parts of the pipeline a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    All,
+    ProcessorOnly,
+    RelayOnly,
+}
+
+/// Builds a runtime: `Runtime::builder("topology.toml").stage("pricing", my_stage).build()`.
+pub struct RuntimeBuilder {
+    topology: PathBuf,
+    custom: HashMap<String, Arc<dyn Stage>>,
+}
+
+impl RuntimeBuilder {
+    /// Registers a custom Rust stage under `name` (used as `kind = "name"` in topology.toml).
+    pub fn stage(mut self, name: &str, stage: impl Stage) -> Self {
+        self.custom.insert(name.to_string(), Arc::new(stage));
+        self
+    }
+
+    /// The names of the registered custom stages (validation accepts these as stage kinds).
+    pub fn custom_stage_names(&self) -> Vec<String> {
+        self.custom.keys().cloned().collect()
+    }
+
+    /// Loads and validates the topology against the process environment and the registered stages.
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        config::load_with(&self.topology, &env, &self.custom_stage_names())
+    }
+
+    /// Connects to Mongo and the registry, creates collections, topics and subjects.
+    pub async fn build(self) -> Result<Runtime, RuntimeError> {
+        let loaded = self.load()?;
+        for d in &loaded.diagnostics {
+            tracing::info!("{d}");
+        }
+        let topology = Arc::new(loaded.topology);
+        let store = Store::connect(&topology.mongo.uri, &topology.mongo.database).await?;
+        store.ensure_collections(&topology).await?;
+        crate::topics::ensure(&topology, 1).await?;
+        let registry = Arc::new(Registry::new(&topology.registry.url, Duration::from_secs(10))?);
+        let schema_ids = register_schemas(&topology, &registry).await?;
+        let runner = Arc::new(StageRunner::new(Arc::clone(&topology), self.custom, schema_ids));
+        Ok(Runtime { topology, store, registry, runner })
+    }
+}
+
+/// Registers (or looks up) every schema the topology reads or emits and sets each subject's level.
+async fn register_schemas(topology: &Topology, registry: &Registry) -> Result<HashMap<(String, String), u32>, RuntimeError> {
+    let mut ids = HashMap::new();
+    let mut wanted = Vec::new();
+    for s in &topology.sources {
+        for schema in &s.schemas {
+            wanted.push((s.topic.clone(), s.subject_strategy.subject(&s.topic, &schema.full_name), Arc::clone(schema)));
+        }
+    }
+    for st in &topology.stages {
+        for e in &st.emits {
+            wanted.push((e.topic.clone(), e.subject_strategy.subject(&e.topic, &e.schema.full_name), Arc::clone(&e.schema)));
+        }
+    }
+    for (topic, subject, schema) in wanted {
+        if ids.contains_key(&(topic.clone(), schema.full_name.clone())) {
+            continue;
+        }
+        if topology.registry.auto_register {
+            registry
+                .set_level(&subject, topology.registry.compatibility)
+                .await
+                .map_err(|source| RuntimeError::Register { subject: subject.clone(), source })?;
+        }
+        let id = registry.register(&subject, &schema).await.map_err(|source| RuntimeError::Register { subject: subject.clone(), source })?;
+        ids.insert((topic, schema.full_name.clone()), id);
+    }
+    Ok(ids)
+}
+
+/// A started runtime: everything connected, ready to run.
+pub struct Runtime {
+    pub topology: Arc<Topology>,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub runner: Arc<StageRunner>,
+}
+
+impl Runtime {
+    pub fn builder(topology: impl AsRef<Path>) -> RuntimeBuilder {
+        RuntimeBuilder { topology: topology.as_ref().to_path_buf(), custom: HashMap::new() }
+    }
+
+    /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
+    pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        let relay = (roles != Roles::ProcessorOnly).then(|| tokio::spawn(crate::relay::run(Arc::clone(&self.topology), self.store.clone(), stop.clone())));
+        let processed = if roles != Roles::RelayOnly {
+            let shared = Arc::new(Shared { store: self.store.clone(), registry: Arc::clone(&self.registry), runner: Arc::clone(&self.runner) });
+            source::run(Arc::clone(&self.topology), shared, stop.clone()).await
+        } else {
+            Ok(())
+        };
+        if let Some(relay) = relay {
+            if processed.is_err() {
+                // the processor failed: stop the relay too, so the process exits and restarts whole
+                tracing::error!("processor stopped with an error; stopping the relay");
+            } else {
+                let _ = relay.await;
+                return Ok(());
+            }
+            relay.abort();
+        }
+        Ok(processed?)
+    }
+}

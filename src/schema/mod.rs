@@ -1,0 +1,6 @@
+//! Avro schemas: the files, JSON ↔ Avro, the Confluent wire format and the registry.
+
+pub mod avsc;
+pub mod codec;
+pub mod json;
+pub mod registry;

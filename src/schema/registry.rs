@@ -1,0 +1,124 @@
+//! The Confluent-compatible schema registry: writer schemas by id (cached), registration, levels.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id, post_schema};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+
+use crate::config::CompatLevel;
+use crate::schema::avsc::AvroSchema;
+
+/// A registry call that failed: `transient` ones are retried, the rest are final.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("schema registry: {message}")]
+pub struct RegistryError {
+    pub message: String,
+    /// The registry was unreachable or overloaded; the same call may work later.
+    pub transient: bool,
+    /// The registry answered that the thing asked for does not exist.
+    pub not_found: bool,
+}
+
+/// A client of one registry, caching the immutable id → schema mapping.
+pub struct Registry {
+    url: String,
+    settings: SrSettings,
+    http: reqwest::Client,
+    by_id: RwLock<HashMap<u32, Arc<Schema>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({})", self.url)
+    }
+}
+
+fn from_src(e: schema_registry_converter::error::SRCError) -> RegistryError {
+    let text = format!("{} {}", e.error, e.cause.clone().unwrap_or_default());
+    let not_found = text.contains("404") || text.contains("40403") || text.to_lowercase().contains("not found");
+    RegistryError {
+        message: match e.cause {
+            Some(cause) => format!("{}: {cause}", e.error),
+            None => e.error,
+        },
+        transient: e.retriable && !not_found,
+        not_found,
+    }
+}
+
+impl Registry {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, RegistryError> {
+        let settings = SrSettings::new_builder(url.to_string())
+            .set_timeout(timeout)
+            .build()
+            .map_err(from_src)?;
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| RegistryError {
+            message: format!("cannot build an HTTP client: {e}"),
+            transient: false,
+            not_found: false,
+        })?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            settings,
+            http,
+            by_id: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The writer schema of `id` (ids are immutable, so the cache never expires).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.by_id.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(s);
+        }
+        let registered = get_schema_by_id(id, &self.settings).await.map_err(from_src)?;
+        let schema = Schema::parse_str(&registered.schema).map_err(|e| RegistryError {
+            message: format!("schema id {id} is not valid Avro: {e}"),
+            transient: false,
+            not_found: false,
+        })?;
+        let schema = Arc::new(schema);
+        if let Ok(mut map) = self.by_id.write() {
+            map.insert(id, Arc::clone(&schema));
+        }
+        Ok(schema)
+    }
+
+    /// Registers `schema` under `subject` (a no-op returning the id if it is there already).
+    pub async fn register(&self, subject: &str, schema: &AvroSchema) -> Result<u32, RegistryError> {
+        let supplied = SuppliedSchema::new(Some(schema.full_name.clone()), SchemaType::Avro, schema.text.clone());
+        let registered = post_schema(&self.settings, subject.to_string(), supplied).await.map_err(from_src)?;
+        if let Ok(mut map) = self.by_id.write() {
+            map.insert(registered.id, Arc::new(schema.schema.clone()));
+        }
+        Ok(registered.id)
+    }
+
+    /// Sets the subject's compatibility level explicitly (registries differ in their defaults).
+    pub async fn set_level(&self, subject: &str, level: CompatLevel) -> Result<(), RegistryError> {
+        let url = format!("{}/config/{subject}", self.url);
+        let response = self
+            .http
+            .put(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "compatibility": level.as_str() }))
+            .send()
+            .await
+            .map_err(|e| RegistryError { message: format!("PUT {url}: {e}"), transient: true, not_found: false })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(RegistryError {
+                message: format!("PUT {url} answered {}", response.status()),
+                transient: response.status().is_server_error(),
+                not_found: false,
+            })
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Sources: one consumer-group consumer for all source topics, one task per assigned partition.
+//!
+//! On assignment each partition is claimed in Mongo (owner epoch +1), the consumer is positioned at
+//! the offset stored with the last committed batch, and the partition gets its own queue and task,
+//! so a partition blocked on a transient error never holds up the others. On revocation the task
+//! finishes its batch before the partition is given up.
+
+pub mod decode;
+mod partition;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use partition::Shared;
+
+use crate::config::Topology;
+use crate::store::PartitionClaim;
+
+/// Why the source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka consumer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("record {topic}[{partition}]@{offset} arrived outside its partition queue; stopped so it is re-read after a restart")]
+    StrayRecord { topic: String, partition: i32, offset: i64 },
+}
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The consumer's context: claims partitions on assignment and runs their tasks.
+pub struct SourceContext {
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    consumer: OnceLock<Weak<StreamConsumer<SourceContext>>>,
+    workers: Mutex<HashMap<(String, i32), Worker>>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let wanted: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let claims = self.claim_all(&wanted);
+                for claim in &claims {
+                    let offset = claim.next_offset.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(&claim.topic, claim.partition, offset) {
+                        tracing::error!("cannot position {}[{}]: {e}", claim.topic, claim.partition);
+                    }
+                }
+                let assigned = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
+                if let Err(e) = assigned {
+                    tracing::error!("assignment failed: {e}");
+                    return;
+                }
+                self.start_workers(claims);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                self.stop_workers(&revoked);
+                let result = if cooperative { base.incremental_unassign(tpl) } else { base.unassign() };
+                if let Err(e) = result {
+                    tracing::error!("unassignment failed: {e}");
+                }
+            }
+            other => tracing::error!("rebalance error: {other:?}"),
+        }
+    }
+
+    fn pre_rebalance(&self, _base: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {}
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!("group offset commit (for lag tools) failed: {e}");
+        }
+    }
+}
+
+/// Runs `future` to completion from inside a librdkafka callback on a runtime worker thread.
+fn block_on<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    Some(tokio::task::block_in_place(|| handle.block_on(future)))
+}
+
+impl SourceContext {
+    /// Claims every partition, retrying while Mongo is unreachable (the assignment waits).
+    fn claim_all(&self, wanted: &[(String, i32)]) -> Vec<PartitionClaim> {
+        let group = self.topology.kafka.group_id.clone();
+        let store = self.shared.store.clone();
+        let stopping = self.stopping.clone();
+        block_on(async move {
+            let mut claims = Vec::new();
+            for (topic, partition) in wanted {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match store.claim_partition(&group, topic, *partition).await {
+                        Ok(c) => {
+                            claims.push(c);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot claim {topic}[{partition}] in Mongo, retrying in {delay:?}: {e}");
+                            if *stopping.borrow() {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+            claims
+        })
+        .unwrap_or_default()
+    }
+
+    fn start_workers(&self, claims: Vec<PartitionClaim>) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        let Ok(mut workers) = self.workers.lock() else { return };
+        for claim in claims {
+            let Some(source) = self.topology.source_for_topic(&claim.topic).cloned() else { continue };
+            let Some(queue) = consumer.split_partition_queue(&claim.topic, claim.partition) else {
+                tracing::error!("cannot split the queue of {}[{}]", claim.topic, claim.partition);
+                continue;
+            };
+            let (stop, stop_rx) = watch::channel(false);
+            let key = (claim.topic.clone(), claim.partition);
+            let handle = tokio::spawn(partition::run(Arc::clone(&self.shared), source, claim, queue, Arc::downgrade(&consumer), stop_rx));
+            workers.insert(key, Worker { stop, handle });
+        }
+    }
+
+    /// Stops the tasks of `partitions` (all when empty) and waits for their batches to commit.
+    fn stop_workers(&self, partitions: &[(String, i32)]) {
+        let stopped: Vec<Worker> = match self.workers.lock() {
+            Ok(mut workers) => {
+                let keys: Vec<(String, i32)> = if partitions.is_empty() { workers.keys().cloned().collect() } else { partitions.to_vec() };
+                keys.iter().filter_map(|k| workers.remove(k)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for w in &stopped {
+            let _ = w.stop.send(true);
+        }
+        let handles: Vec<JoinHandle<()>> = stopped.into_iter().map(|w| w.handle).collect();
+        let _ = block_on(async move {
+            for h in handles {
+                let _ = tokio::time::timeout(Duration::from_secs(60), h).await;
+            }
+        });
+    }
+}
+
+/// The processor side of `outflow run`: consumes every source topic until `stop` turns true.
+pub async fn run(topology: Arc<Topology>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<(), SourceError> {
+    let mut config = crate::health::kafka_config(&topology.kafka);
+    config
+        .set("group.id", &topology.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    let context = SourceContext {
+        shared,
+        topology: Arc::clone(&topology),
+        consumer: OnceLock::new(),
+        workers: Mutex::new(HashMap::new()),
+        stopping: stop.clone(),
+    };
+    let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(config.create_with_context(context)?);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    let topics: Vec<&str> = topology
+        .sources
+        .iter()
+        .filter(|s| topology.stages_of(&s.name).next().is_some())
+        .map(|s| s.topic.as_str())
+        .collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(?topics, group = %topology.kafka.group_id, "processor subscribed");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            message = consumer.recv() => match message {
+                // Every assigned partition has its own queue, split inside the rebalance callback
+                // before this loop can see a record; a record here means that went wrong.
+                Ok(m) => {
+                    let stray = SourceError::StrayRecord { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
+                    drop(m);
+                    consumer.context().stop_workers(&[]);
+                    return Err(stray);
+                }
+                Err(e) => tracing::warn!("consumer: {e}"),
+            },
+        }
+    }
+    consumer.context().stop_workers(&[]);
+    consumer.unsubscribe();
+    Ok(())
+}

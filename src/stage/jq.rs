@@ -1,0 +1,223 @@
+//! jq programs (via `jaq`): compiled once at validation, run per event with no I/O.
+
+use std::fmt;
+use std::sync::Arc;
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Vars, data};
+use jaq_json::Val;
+
+type Filter = jaq_core::Filter<data::JustLut<Val>>;
+
+/// A compiled jq program and its source text.
+#[derive(Clone)]
+pub struct JqProgram {
+    code: Arc<str>,
+    filter: Arc<Filter>,
+}
+
+impl fmt::Debug for JqProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JqProgram({:?})", self.code)
+    }
+}
+
+/// Why a program did not compile: the message and the byte offset in the program text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JqCompileError {
+    pub message: String,
+    pub offset: usize,
+}
+
+/// Why a program failed on an input.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("jq `{program}` failed: {message}")]
+pub struct JqRunError {
+    pub program: String,
+    pub message: String,
+}
+
+/// Byte offset of `part` inside `whole`, when `part` is a slice of it.
+fn offset_in(whole: &str, part: &str) -> usize {
+    let start = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if at >= start && at <= start + whole.len() {
+        at - start
+    } else {
+        0
+    }
+}
+
+impl JqProgram {
+    /// Compiles `code` with jq's standard library.
+    pub fn compile(code: &str) -> Result<Self, JqCompileError> {
+        let defs = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs());
+        let funs = jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs());
+        let loader = Loader::new(defs);
+        let arena = Arena::default();
+        let modules = loader
+            .load(&arena, File { code, path: () })
+            .map_err(|errors| {
+                let (message, at) = match errors.into_iter().next() {
+                    Some((_, jaq_core::load::Error::Lex(errs))) => match errs.first() {
+                        Some((expect, at)) => (format!("expected {}", expect.as_str()), *at),
+                        None => ("cannot be read".to_string(), ""),
+                    },
+                    Some((_, jaq_core::load::Error::Parse(errs))) => match errs.first() {
+                        Some((expect, at)) => {
+                            let found = if at.is_empty() { "end of program" } else { at };
+                            (format!("expected {}, found `{found}`", expect.as_str()), *at)
+                        }
+                        None => ("cannot be parsed".to_string(), ""),
+                    },
+                    Some((_, jaq_core::load::Error::Io(errs))) => {
+                        (format!("{} import error(s)", errs.len()), "")
+                    }
+                    None => ("cannot be parsed".to_string(), ""),
+                };
+                JqCompileError {
+                    message,
+                    offset: offset_in(code, at),
+                }
+            })?;
+        let filter = Compiler::default()
+            .with_funs(funs)
+            .compile(modules)
+            .map_err(|errors| {
+                let first = errors.into_iter().flat_map(|(_, errs)| errs).next();
+                match first {
+                    Some((name, undefined)) => JqCompileError {
+                        message: format!("undefined {} `{name}`", undefined.as_str()),
+                        offset: offset_in(code, name),
+                    },
+                    None => JqCompileError {
+                        message: "does not compile".to_string(),
+                        offset: 0,
+                    },
+                }
+            })?;
+        Ok(Self {
+            code: Arc::from(code),
+            filter: Arc::new(filter),
+        })
+    }
+
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// Runs the program on `input` and collects every output.
+    pub fn run(&self, input: &serde_json::Value) -> Result<Vec<serde_json::Value>, JqRunError> {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+        let mut outputs = Vec::new();
+        for out in self.filter.id.run((ctx, json_to_val(input))) {
+            match jaq_core::unwrap_valr(out) {
+                Ok(val) => outputs.push(val_to_json(&val).map_err(|message| self.error(message))?),
+                Err(e) => return Err(self.error(e.to_string())),
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Runs the program and insists on exactly one output.
+    pub fn run_one(&self, input: &serde_json::Value) -> Result<serde_json::Value, JqRunError> {
+        let mut outputs = self.run(input)?;
+        match outputs.len() {
+            1 => Ok(outputs.remove(0)),
+            n => Err(self.error(format!("produced {n} values, expected exactly one"))),
+        }
+    }
+
+    /// jq truthiness: anything but `false` and `null` (and no output at all).
+    pub fn holds(&self, input: &serde_json::Value) -> Result<bool, JqRunError> {
+        let outputs = self.run(input)?;
+        Ok(outputs
+            .first()
+            .is_some_and(|v| !matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false))))
+    }
+
+    fn error(&self, message: String) -> JqRunError {
+        JqRunError {
+            program: self.code.trim().to_string(),
+            message,
+        }
+    }
+}
+
+fn json_to_val(json: &serde_json::Value) -> Val {
+    use serde_json::Value as J;
+    match json {
+        J::Null => Val::Null,
+        J::Bool(b) => Val::from(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) if i32::try_from(i).is_ok() || isize::try_from(i).is_ok() => {
+                Val::from(i as isize)
+            }
+            _ => Val::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Val::from(s.clone()),
+        J::Array(items) => items.iter().map(json_to_val).collect(),
+        J::Object(map) => Val::obj(
+            map.iter()
+                .map(|(k, v)| (Val::from(k.clone()), json_to_val(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// jaq values print as JSON; parsing that text back is exact for every JSON value.
+fn val_to_json(val: &Val) -> Result<serde_json::Value, String> {
+    let text = val.to_string();
+    serde_json::from_str(&text).map_err(|e| format!("result `{text}` is not JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn program(code: &str) -> JqProgram {
+        match JqProgram::compile(code) {
+            Ok(p) => p,
+            Err(e) => panic!("{code}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn runs_over_event_and_state() {
+        let p = program("(.state // {n: 0}) + {n: ((.state.n // 0) + .event.by)}");
+        let out = p.run_one(&json!({"event": {"by": 2}, "state": {"n": 40}}));
+        assert_eq!(out.ok(), Some(json!({"n": 42})));
+    }
+
+    #[test]
+    fn truthiness_follows_jq() {
+        assert_eq!(program(".a").holds(&json!({"a": 0})).ok(), Some(true));
+        assert_eq!(program(".a").holds(&json!({"a": null})).ok(), Some(false));
+        assert_eq!(program("empty").holds(&json!({})).ok(), Some(false));
+    }
+
+    #[test]
+    fn compile_errors_point_into_the_program() {
+        let err = JqProgram::compile(".a | nosuchfn").err();
+        assert_eq!(
+            err,
+            Some(JqCompileError {
+                message: "undefined filter `nosuchfn`".to_string(),
+                offset: 5
+            })
+        );
+        let err = JqProgram::compile("{a: }").err();
+        assert!(err.is_some_and(|e| e.message.starts_with("expected")));
+    }
+
+    #[test]
+    fn runtime_errors_are_values_not_panics() {
+        let err = program(".a + 1").run(&json!({"a": "x"})).err();
+        assert!(err.is_some_and(|e| e.message.contains("cannot")));
+    }
+}

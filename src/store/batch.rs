@@ -1,0 +1,336 @@
+//! One batch of one partition → one transaction: dedupe, fold stages over entity states, write all.
+
+use std::collections::{HashMap, HashSet};
+
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
+use mongodb::{ClientSession, Namespace};
+use serde_json::{Value as Json, json};
+
+use super::documents::{self, EVENT_LOG, OFFSETS, OUTBOX, EventLogEntry, OutboxEntry};
+use super::{Store, StoreError, txn};
+use crate::dlq::{DeadLetter, Failure, Origin};
+use crate::stage::{Routed, StageRunner};
+
+/// This processor's ownership of a partition.
+#[derive(Debug, Clone)]
+pub struct PartitionClaim {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: i64,
+    /// Where to resume; `None` for a partition never processed.
+    pub next_offset: Option<i64>,
+}
+
+/// A record that decoded and was routed to a stage (or to none).
+#[derive(Debug, Clone)]
+pub struct DecodedEvent {
+    pub event_id: String,
+    pub payload: Json,
+    /// `{type, eventId, topic, partition, offset, key, timestamp}`; `version` and `entity` are added per event.
+    pub meta: Json,
+    pub event_type: String,
+    pub schema_id: u32,
+    pub subject: String,
+    pub routed: Option<Routed>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub offset: i64,
+}
+
+/// One record of a batch, in offset order.
+#[derive(Debug, Clone)]
+pub enum BatchEvent {
+    Decoded(Box<DecodedEvent>),
+    /// Failed before any stage (decode, routing): goes straight to the dead-letter topic.
+    Dead(Box<DeadLetter>),
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone)]
+pub struct BatchReport {
+    pub processed: usize,
+    pub duplicates: usize,
+    pub skipped: usize,
+    pub dead_letters: Vec<(&'static str, String)>,
+    pub outbox_records: usize,
+    pub retries: u32,
+}
+
+/// Everything a batch writes, computed inside the transaction from what it read there.
+struct Plan {
+    models: Vec<WriteModel>,
+    report: BatchReport,
+    outbox_count: i64,
+}
+
+impl Store {
+    /// Commits `events` and the partition's `next_offset` in one transaction (see the module docs).
+    pub async fn commit_batch(
+        &self,
+        claim: &PartitionClaim,
+        events: &[BatchEvent],
+        next_offset: i64,
+        runner: &StageRunner,
+        dlq_topic: &str,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<BatchReport, StoreError> {
+        let mut session = self.client.start_session().await?;
+        let mut retrier = txn::Retrier::new(stop);
+        loop {
+            retrier.begin(&mut session).await?;
+            match self.attempt(&mut session, claim, events, next_offset, runner, dlq_topic).await {
+                Ok(mut report) => {
+                    if retrier.commit(&mut session).await? {
+                        report.retries = retrier.retries;
+                        return Ok(report);
+                    }
+                }
+                Err(e) => retrier.recover(&mut session, e).await?,
+            }
+        }
+    }
+
+    /// The body of the batch transaction; the caller commits or retries it.
+    async fn attempt(
+        &self,
+        session: &mut ClientSession,
+        claim: &PartitionClaim,
+        events: &[BatchEvent],
+        next_offset: i64,
+        runner: &StageRunner,
+        dlq_topic: &str,
+    ) -> Result<BatchReport, StoreError> {
+        let base_seq = self.fence(session, claim, next_offset).await?;
+        let plan = self.plan(session, claim, events, runner, dlq_topic, base_seq).await?;
+        if !plan.models.is_empty() {
+            self.client.bulk_write(plan.models).ordered(true).session(&mut *session).await?;
+        }
+        if plan.outbox_count > 0 {
+            self.db
+                .collection::<Document>(OFFSETS)
+                .update_one(
+                    doc! { "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition), "epoch": claim.epoch },
+                    doc! { "$set": { "outboxSeq": base_seq + plan.outbox_count } },
+                )
+                .session(&mut *session)
+                .await?;
+        }
+        Ok(plan.report)
+    }
+
+    /// Writes the new offset if and only if we still own the partition; returns the outbox sequence base.
+    async fn fence(&self, session: &mut ClientSession, claim: &PartitionClaim, next_offset: i64) -> Result<i64, StoreError> {
+        let before = self
+            .db
+            .collection::<Document>(OFFSETS)
+            .find_one_and_update(
+                doc! { "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition), "epoch": claim.epoch },
+                doc! { "$set": { "nextOffset": next_offset, "updatedAt": DateTime::now() } },
+            )
+            .session(&mut *session)
+            .await?;
+        match before {
+            Some(doc) => Ok(doc.get_i64("outboxSeq").unwrap_or(0)),
+            None => Err(StoreError::Fenced { topic: claim.topic.clone(), partition: claim.partition, ours: claim.epoch }),
+        }
+    }
+
+    /// Reads what the batch depends on (seen event ids, entity states) and folds the stages over it.
+    async fn plan(
+        &self,
+        session: &mut ClientSession,
+        claim: &PartitionClaim,
+        events: &[BatchEvent],
+        runner: &StageRunner,
+        dlq_topic: &str,
+        base_seq: i64,
+    ) -> Result<Plan, StoreError> {
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                BatchEvent::Decoded(d) => Some(d.event_id.as_str()),
+                BatchEvent::Dead(_) => None,
+            })
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        if !ids.is_empty() {
+            let mut cursor = self
+                .db
+                .collection::<Document>(EVENT_LOG)
+                .find(doc! { "_id": { "$in": &ids } })
+                .projection(doc! { "_id": 1 })
+                .session(&mut *session)
+                .await?;
+            while let Some(doc) = cursor.next(&mut *session).await.transpose()? {
+                if let Ok(id) = doc.get_str("_id") {
+                    seen.insert(id.to_string());
+                }
+            }
+        }
+        // current state and version of every entity the batch touches, one query per kind
+        let mut wanted: HashMap<&str, Vec<&str>> = HashMap::new();
+        for e in events {
+            if let BatchEvent::Decoded(d) = e {
+                if let Some(r) = &d.routed {
+                    if !seen.contains(&d.event_id) {
+                        wanted.entry(r.entity_kind.as_str()).or_default().push(r.entity_id.as_str());
+                    }
+                }
+            }
+        }
+        let topology = runner.topology();
+        let mut states: HashMap<(String, String), (Option<Json>, i64)> = HashMap::new();
+        for (kind, ids) in &wanted {
+            let collection = topology.entity(kind).map_or(*kind, |e| e.collection.as_str());
+            let mut cursor = self
+                .db
+                .collection::<Document>(collection)
+                .find(doc! { "_id": { "$in": ids } })
+                .session(&mut *session)
+                .await?;
+            while let Some(doc) = cursor.next(&mut *session).await.transpose()? {
+                let id = doc.get_str("_id").unwrap_or_default().to_string();
+                let version = doc.get_i64("version").unwrap_or(0);
+                let state = doc.get("state").cloned().map(documents::to_json);
+                states.insert((kind.to_string(), id), (state, version));
+            }
+        }
+        Ok(fold(claim, events, runner, dlq_topic, base_seq, seen, states, self.db.name()))
+    }
+}
+
+/// Applies the stages in offset order; pure apart from the clock.
+#[allow(clippy::too_many_arguments)]
+fn fold(
+    claim: &PartitionClaim,
+    events: &[BatchEvent],
+    runner: &StageRunner,
+    dlq_topic: &str,
+    base_seq: i64,
+    mut seen: HashSet<String>,
+    mut states: HashMap<(String, String), (Option<Json>, i64)>,
+    db: &str,
+) -> Plan {
+    let now = DateTime::now();
+    let topology = runner.topology();
+    let shard = documents::shard_of(&claim.topic, claim.partition);
+    let ns = |coll: &str| Namespace::new(db, coll);
+    let mut models: Vec<WriteModel> = Vec::new();
+    let mut report = BatchReport::default();
+    let mut seq = base_seq;
+    let mut touched: Vec<(String, String, String)> = Vec::new(); // kind, id, last event id
+    let push_dead = |models: &mut Vec<WriteModel>, report: &mut BatchReport, seq: &mut i64, dead: &DeadLetter| {
+        *seq += 1;
+        let aggregate_id = dead.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let doc = documents::outbox_doc(
+            OutboxEntry {
+                id: uuid::Uuid::now_v7().to_string(),
+                aggregate_type: "dead-letter",
+                aggregate_id: &aggregate_id,
+                event_type: "DeadLetter",
+                topic: &dead.topic,
+                key: dead.key.clone(),
+                payload: dead.value.clone(),
+                event_id: &dead.event_id,
+                headers: &dead.headers,
+                shard: &shard,
+                seq: *seq,
+            },
+            now,
+        );
+        models.push(InsertOneModel::builder().namespace(ns(OUTBOX)).document(doc).build().into());
+        report.dead_letters.push((dead.class, dead.topic.clone()));
+    };
+    for event in events {
+        let d = match event {
+            BatchEvent::Dead(dead) => {
+                push_dead(&mut models, &mut report, &mut seq, dead);
+                continue;
+            }
+            BatchEvent::Decoded(d) => d,
+        };
+        if !seen.insert(d.event_id.clone()) {
+            report.duplicates += 1;
+            continue;
+        }
+        let Some(routed) = &d.routed else {
+            report.skipped += 1;
+            continue;
+        };
+        let slot = states.entry((routed.entity_kind.clone(), routed.entity_id.clone())).or_insert((None, 0));
+        let version = slot.1 + 1;
+        let mut meta = d.meta.clone();
+        if let Json::Object(m) = &mut meta {
+            m.insert("version".into(), json!(version));
+            m.insert("entity".into(), json!({ "kind": routed.entity_kind, "id": routed.entity_id }));
+        }
+        match runner.apply(routed.stage, &d.payload, slot.0.as_ref(), &meta) {
+            Ok(applied) => {
+                let entry = EventLogEntry {
+                    event_id: &d.event_id,
+                    entity_kind: &routed.entity_kind,
+                    entity_id: &routed.entity_id,
+                    event_type: &d.event_type,
+                    payload: &d.payload,
+                    schema_id: d.schema_id,
+                    subject: &d.subject,
+                    topic: &claim.topic,
+                    partition: claim.partition,
+                    offset: d.offset,
+                    version,
+                };
+                models.push(InsertOneModel::builder().namespace(ns(EVENT_LOG)).document(documents::event_log_doc(&entry, now)).build().into());
+                for draft in &applied.outbox {
+                    seq += 1;
+                    let headers: Vec<(String, String)> = Vec::new();
+                    let doc = documents::outbox_doc(
+                        OutboxEntry {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            aggregate_type: &routed.entity_kind,
+                            aggregate_id: &draft.key,
+                            event_type: &draft.event_type,
+                            topic: &draft.topic,
+                            key: None,
+                            payload: Some(draft.payload.clone()),
+                            event_id: &d.event_id,
+                            headers: &headers,
+                            shard: &shard,
+                            seq,
+                        },
+                        now,
+                    );
+                    models.push(InsertOneModel::builder().namespace(ns(OUTBOX)).document(doc).build().into());
+                    report.outbox_records += 1;
+                }
+                *slot = (Some(applied.state), version);
+                touched.retain(|(k, i, _)| !(k == &routed.entity_kind && i == &routed.entity_id));
+                touched.push((routed.entity_kind.clone(), routed.entity_id.clone(), d.event_id.clone()));
+                report.processed += 1;
+            }
+            Err(failure) => {
+                let failure = Failure { class: failure.class, message: failure.message, stage: failure.stage };
+                let origin = Origin { topic: claim.topic.clone(), partition: claim.partition, offset: d.offset };
+                let dead = DeadLetter::new(dlq_topic, d.key.clone(), d.value.clone(), &d.event_id, &origin, &failure, now.timestamp_millis());
+                push_dead(&mut models, &mut report, &mut seq, &dead);
+            }
+        }
+    }
+    for (kind, id, last_event) in touched {
+        let Some((Some(state), version)) = states.get(&(kind.clone(), id.clone())) else { continue };
+        let collection = topology.entity(&kind).map_or(kind.as_str(), |e| e.collection.as_str());
+        let replacement = documents::entity_doc(&id, state, *version, &last_event, now);
+        models.push(
+            ReplaceOneModel::builder()
+                .namespace(ns(collection))
+                .filter(doc! { "_id": Bson::String(id.clone()) })
+                .replacement(replacement)
+                .upsert(true)
+                .build()
+                .into(),
+        );
+    }
+    report.outbox_records += report.dead_letters.len();
+    Plan { models, report, outbox_count: seq - base_seq }
+}

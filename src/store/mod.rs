@@ -1,0 +1,140 @@
+//! The Mongo side: one transaction per batch, documents, offsets with owner epochs, outbox.
+//!
+//! # Exactly once, Kafka → Mongo
+//! A batch's event-log inserts, entity upserts, outbox records, dead letters and the partition's
+//! next offset are written in ONE multi-document transaction. The offsets document also holds the
+//! partition's owner epoch: a processor bumps it when it is assigned the partition, and every batch
+//! transaction writes the offsets document filtered on its own epoch. A processor that lost the
+//! partition (a zombie) matches nothing and aborts; one racing with the bump gets a write conflict,
+//! retries, and then finds the new epoch. Processing resumes from the stored offset, so a record is
+//! in Mongo iff its offset was committed with it, and an event id already in the event log is
+//! skipped (checked before inserting: a duplicate key would kill the transaction).
+
+mod batch;
+pub mod documents;
+mod txn;
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Database, IndexModel};
+
+pub use batch::{BatchEvent, BatchReport, DecodedEvent, PartitionClaim};
+
+use crate::config::Topology;
+use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another processor owns the partition now (its epoch is newer): stop processing it.
+    #[error("partition {topic}[{partition}] is owned by a newer processor (epoch {ours} is stale)")]
+    Fenced { topic: String, partition: i32, ours: i64 },
+    #[error("mongo: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+impl StoreError {
+    /// Worth retrying with the same input (network trouble, write conflicts, elections).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Mongo(e) => txn::is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// A connected store for one topology's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+impl Store {
+    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri).await?;
+        options.app_name = Some("outflow".into());
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        let client = Client::with_options(options)?;
+        let db = client.database(database);
+        Ok(Self { client, db })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates every collection and index up front: first-touch creation inside concurrent
+    /// transactions conflicts.
+    pub async fn ensure_collections(&self, topology: &Topology) -> Result<(), StoreError> {
+        let existing = self.db.list_collection_names().await?;
+        let mut wanted: Vec<&str> = vec![EVENT_LOG, OUTBOX, OFFSETS, LEASES];
+        wanted.extend(topology.entities.iter().map(|e| e.collection.as_str()));
+        for name in wanted {
+            if !existing.iter().any(|e| e == name) {
+                match self.db.create_collection(name).await {
+                    Ok(()) => {}
+                    // 48 NamespaceExists: another process created it first
+                    Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 48) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let outbox = self.db.collection::<Document>(OUTBOX);
+        outbox
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "shard": 1, "seq": 1 })
+                    .options(IndexOptions::builder().unique(true).name("shard_seq".to_string()).build())
+                    .build(),
+            )
+            .await?;
+        self.db
+            .collection::<Document>(EVENT_LOG)
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "entityKind": 1, "entityId": 1, "version": 1 })
+                    .options(IndexOptions::builder().name("entity_version".to_string()).build())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
+    /// offset (`None` when the partition was never processed).
+    pub async fn claim_partition(&self, group: &str, topic: &str, partition: i32) -> Result<PartitionClaim, StoreError> {
+        let id = documents::offsets_id(group, topic, partition);
+        let doc = self
+            .db
+            .collection::<Document>(OFFSETS)
+            .find_one_and_update(
+                doc! { "_id": &id },
+                doc! {
+                    "$inc": { "epoch": 1_i64 },
+                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition, "outboxSeq": 0_i64 },
+                },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await?;
+        let doc = doc.unwrap_or_default();
+        Ok(PartitionClaim {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition,
+            epoch: doc.get_i64("epoch").unwrap_or(1),
+            next_offset: doc.get_i64("nextOffset").ok(),
+        })
+    }
+}
