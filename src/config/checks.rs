@@ -108,7 +108,8 @@ fn entity_keys(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
     }
 }
 
-/// W002: entities no stage writes and sources no stage reads.
+/// W002: entities no stage writes and sources no stage reads (not reported while a stage names
+/// an undeclared one: that is a typo, already an error, and the real cause).
 fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
     let used_sources: HashSet<&str> = raw.stages.iter().filter_map(|s| name(&s.get_ref().source)).collect();
     let used_entities: HashSet<&str> = raw
@@ -116,14 +117,18 @@ fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
         .iter()
         .filter_map(|s| s.get_ref().entity.as_ref().and_then(|e| name(&e.get_ref().kind)))
         .collect();
-    for (i, s) in raw.sources.iter().enumerate() {
+    let declared_sources: HashSet<&str> = raw.sources.iter().filter_map(|s| name(&s.get_ref().name)).collect();
+    let declared_entities: HashSet<&str> = raw.entities.iter().filter_map(|e| name(&e.get_ref().name)).collect();
+    let check_sources = used_sources.is_subset(&declared_sources);
+    let check_entities = used_entities.is_subset(&declared_entities);
+    for (i, s) in raw.sources.iter().enumerate().filter(|_| check_sources) {
         if let Some(n) = &s.get_ref().name {
             if !used_sources.contains(n.get_ref().as_str()) {
-                diags.push(Code::Unused, n.span(), format!("sources[{i}].name"), format!("no stage reads source `{}`: its records would be consumed and dropped", n.get_ref()), None);
+                diags.push(Code::Unused, n.span(), format!("sources[{i}].name"), format!("no stage reads source `{}`: nothing subscribes to its topic", n.get_ref()), None);
             }
         }
     }
-    for (i, e) in raw.entities.iter().enumerate() {
+    for (i, e) in raw.entities.iter().enumerate().filter(|_| check_entities) {
         if let Some(n) = &e.get_ref().name {
             if !used_entities.contains(n.get_ref().as_str()) {
                 diags.push(Code::Unused, n.span(), format!("entities[{i}].name"), format!("no stage writes entity `{}`", n.get_ref()), None);
