@@ -44,20 +44,59 @@ fn model(t: &Topology) -> (Vec<Node>, Vec<(String, String, &'static str)>) {
         }
     };
     for s in &t.sources {
-        add(&mut nodes, Node { id: id("topic", &s.topic), label: s.topic.clone(), shape: Shape::Topic });
-        add(&mut nodes, Node { id: id("dlq", &s.dlq_topic), label: s.dlq_topic.clone(), shape: Shape::DeadLetter });
-        edges.push((id("topic", &s.topic), id("dlq", &s.dlq_topic), "dead letters"));
+        add(
+            &mut nodes,
+            Node {
+                id: id("topic", &s.topic),
+                label: s.topic.clone(),
+                shape: Shape::Topic,
+            },
+        );
+        add(
+            &mut nodes,
+            Node {
+                id: id("dlq", &s.dlq_topic),
+                label: s.dlq_topic.clone(),
+                shape: Shape::DeadLetter,
+            },
+        );
+        edges.push((
+            id("topic", &s.topic),
+            id("dlq", &s.dlq_topic),
+            "dead letters",
+        ));
     }
     for st in &t.stages {
         let stage = id("stage", &st.name);
-        add(&mut nodes, Node { id: stage.clone(), label: st.name.clone(), shape: Shape::Stage });
+        add(
+            &mut nodes,
+            Node {
+                id: stage.clone(),
+                label: st.name.clone(),
+                shape: Shape::Stage,
+            },
+        );
         if let Some(src) = t.source(&st.source) {
             edges.push((id("topic", &src.topic), stage.clone(), ""));
         }
-        add(&mut nodes, Node { id: id("entity", &st.entity_kind), label: st.entity_kind.clone(), shape: Shape::Entity });
+        add(
+            &mut nodes,
+            Node {
+                id: id("entity", &st.entity_kind),
+                label: st.entity_kind.clone(),
+                shape: Shape::Entity,
+            },
+        );
         edges.push((stage.clone(), id("entity", &st.entity_kind), "state"));
         for e in &st.emits {
-            add(&mut nodes, Node { id: id("topic", &e.topic), label: e.topic.clone(), shape: Shape::Topic });
+            add(
+                &mut nodes,
+                Node {
+                    id: id("topic", &e.topic),
+                    label: e.topic.clone(),
+                    shape: Shape::Topic,
+                },
+            );
             edges.push((stage.clone(), id("topic", &e.topic), "outbox"));
         }
     }
@@ -87,7 +126,11 @@ pub fn render(t: &Topology, format: GraphFormat) -> String {
                 }
             }
             let _ = writeln!(out, "    classDef dlq stroke:#c00,color:#c00");
-            let dlqs: Vec<&str> = nodes.iter().filter(|n| matches!(n.shape, Shape::DeadLetter)).map(|n| n.id.as_str()).collect();
+            let dlqs: Vec<&str> = nodes
+                .iter()
+                .filter(|n| matches!(n.shape, Shape::DeadLetter))
+                .map(|n| n.id.as_str())
+                .collect();
             if !dlqs.is_empty() {
                 let _ = writeln!(out, "    class {} dlq", dlqs.join(","));
             }

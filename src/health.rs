@@ -22,7 +22,10 @@ pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
 }
 
 /// Topic name → partition count, as the brokers report it.
-pub async fn kafka_topics(kafka: &KafkaSettings, timeout: Duration) -> Probe<BTreeMap<String, usize>> {
+pub async fn kafka_topics(
+    kafka: &KafkaSettings,
+    timeout: Duration,
+) -> Probe<BTreeMap<String, usize>> {
     let config = kafka_config(kafka);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config
@@ -43,7 +46,10 @@ pub async fn kafka_topics(kafka: &KafkaSettings, timeout: Duration) -> Probe<BTr
 }
 
 /// The registry's subjects.
-pub async fn registry_subjects(registry: &RegistrySettings, timeout: Duration) -> Probe<Vec<String>> {
+pub async fn registry_subjects(
+    registry: &RegistrySettings,
+    timeout: Duration,
+) -> Probe<Vec<String>> {
     let url = format!("{}/subjects", registry.url);
     let client = reqwest::Client::builder()
         .timeout(timeout)
@@ -55,7 +61,10 @@ pub async fn registry_subjects(registry: &RegistrySettings, timeout: Duration) -
         .await
         .map_err(|e| format!("no answer from the registry at {}: {e}", registry.url))?;
     if !response.status().is_success() {
-        return Err(format!("registry answered {} for GET {url}", response.status()));
+        return Err(format!(
+            "registry answered {} for GET {url}",
+            response.status()
+        ));
     }
     response
         .json()
@@ -70,7 +79,8 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
         .map_err(|e| format!("invalid Mongo URI: {e}"))?;
     options.server_selection_timeout = Some(timeout);
     options.connect_timeout = Some(timeout);
-    let client = mongodb::Client::with_options(options).map_err(|e| format!("cannot create a Mongo client: {e}"))?;
+    let client = mongodb::Client::with_options(options)
+        .map_err(|e| format!("cannot create a Mongo client: {e}"))?;
     let hello = client
         .database("admin")
         .run_command(mongodb::bson::doc! { "hello": 1 })
@@ -78,7 +88,9 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
         .map_err(|e| format!("no answer from Mongo: {e}"))?;
     match hello.get_str("setName") {
         Ok(set) => Ok(format!("replica set `{set}`")),
-        Err(_) => Err("Mongo is not a replica set: multi-document transactions need one".to_string()),
+        Err(_) => {
+            Err("Mongo is not a replica set: multi-document transactions need one".to_string())
+        }
     }
 }
 

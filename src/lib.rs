@@ -16,6 +16,7 @@ pub mod config;
 pub mod dlq;
 pub mod graph;
 pub mod health;
+pub mod ingress;
 pub mod metrics;
 pub mod relay;
 pub mod runtime;

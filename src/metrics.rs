@@ -17,7 +17,8 @@ pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
 
 /// Records of a source topic by outcome: `processed`, `duplicate`, `skipped`, `dead-letter`.
 pub fn source_records(topic: &str, outcome: &'static str, n: usize) {
-    counter!(SOURCE_RECORDS, "topic" => topic.to_string(), "outcome" => outcome).increment(n as u64);
+    counter!(SOURCE_RECORDS, "topic" => topic.to_string(), "outcome" => outcome)
+        .increment(n as u64);
 }
 
 pub fn batch(records: usize, txn: Duration, retries: u32) {
@@ -45,5 +46,6 @@ pub fn outbox(shard: &str, pending: u64, oldest_age: Duration) {
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
-    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string()).set(lag as f64);
+    gauge!(CONSUMER_LAG, "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
 }

@@ -23,7 +23,10 @@ pub enum RuntimeError {
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
     #[error("subject `{subject}`: {source}")]
-    Register { subject: String, source: RegistryError },
+    Register {
+        subject: String,
+        source: RegistryError,
+    },
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicError),
     #[error(transparent)]
@@ -72,25 +75,48 @@ impl RuntimeBuilder {
         let store = Store::connect(&topology.mongo.uri, &topology.mongo.database).await?;
         store.ensure_collections(&topology).await?;
         crate::topics::ensure(&topology, 1).await?;
-        let registry = Arc::new(Registry::new(&topology.registry.url, Duration::from_secs(10))?);
+        let registry = Arc::new(Registry::new(
+            &topology.registry.url,
+            Duration::from_secs(10),
+        )?);
         let schema_ids = register_schemas(&topology, &registry).await?;
-        let runner = Arc::new(StageRunner::new(Arc::clone(&topology), self.custom, schema_ids));
-        Ok(Runtime { topology, store, registry, runner })
+        let runner = Arc::new(StageRunner::new(
+            Arc::clone(&topology),
+            self.custom,
+            schema_ids,
+        ));
+        Ok(Runtime {
+            topology,
+            store,
+            registry,
+            runner,
+        })
     }
 }
 
 /// Registers (or looks up) every schema the topology reads or emits and sets each subject's level.
-async fn register_schemas(topology: &Topology, registry: &Registry) -> Result<HashMap<(String, String), u32>, RuntimeError> {
+async fn register_schemas(
+    topology: &Topology,
+    registry: &Registry,
+) -> Result<HashMap<(String, String), u32>, RuntimeError> {
     let mut ids = HashMap::new();
     let mut wanted = Vec::new();
     for s in &topology.sources {
         for schema in &s.schemas {
-            wanted.push((s.topic.clone(), s.subject_strategy.subject(&s.topic, &schema.full_name), Arc::clone(schema)));
+            wanted.push((
+                s.topic.clone(),
+                s.subject_strategy.subject(&s.topic, &schema.full_name),
+                Arc::clone(schema),
+            ));
         }
     }
     for st in &topology.stages {
         for e in &st.emits {
-            wanted.push((e.topic.clone(), e.subject_strategy.subject(&e.topic, &e.schema.full_name), Arc::clone(&e.schema)));
+            wanted.push((
+                e.topic.clone(),
+                e.subject_strategy.subject(&e.topic, &e.schema.full_name),
+                Arc::clone(&e.schema),
+            ));
         }
     }
     for (topic, subject, schema) in wanted {
@@ -101,9 +127,18 @@ async fn register_schemas(topology: &Topology, registry: &Registry) -> Result<Ha
             registry
                 .set_level(&subject, topology.registry.compatibility)
                 .await
-                .map_err(|source| RuntimeError::Register { subject: subject.clone(), source })?;
+                .map_err(|source| RuntimeError::Register {
+                    subject: subject.clone(),
+                    source,
+                })?;
         }
-        let id = registry.register(&subject, &schema).await.map_err(|source| RuntimeError::Register { subject: subject.clone(), source })?;
+        let id = registry
+            .register(&subject, &schema)
+            .await
+            .map_err(|source| RuntimeError::Register {
+                subject: subject.clone(),
+                source,
+            })?;
         ids.insert((topic, schema.full_name.clone()), id);
     }
     Ok(ids)
@@ -119,14 +154,27 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn builder(topology: impl AsRef<Path>) -> RuntimeBuilder {
-        RuntimeBuilder { topology: topology.as_ref().to_path_buf(), custom: HashMap::new() }
+        RuntimeBuilder {
+            topology: topology.as_ref().to_path_buf(),
+            custom: HashMap::new(),
+        }
     }
 
     /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
     pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
-        let relay = (roles != Roles::ProcessorOnly).then(|| tokio::spawn(crate::relay::run(Arc::clone(&self.topology), self.store.clone(), stop.clone())));
+        let relay = (roles != Roles::ProcessorOnly).then(|| {
+            tokio::spawn(crate::relay::run(
+                Arc::clone(&self.topology),
+                self.store.clone(),
+                stop.clone(),
+            ))
+        });
         let processed = if roles != Roles::RelayOnly {
-            let shared = Arc::new(Shared { store: self.store.clone(), registry: Arc::clone(&self.registry), runner: Arc::clone(&self.runner) });
+            let shared = Arc::new(Shared {
+                store: self.store.clone(),
+                registry: Arc::clone(&self.registry),
+                runner: Arc::clone(&self.runner),
+            });
             source::run(Arc::clone(&self.topology), shared, stop.clone()).await
         } else {
             Ok(())

@@ -40,24 +40,39 @@ pub fn wanted(topology: &Topology) -> Vec<(String, i32, bool)> {
 pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(&topology.kafka)
         .create()
-        .map_err(|e| TopicError { topic: String::new(), reason: e.to_string() })?;
+        .map_err(|e| TopicError {
+            topic: String::new(),
+            reason: e.to_string(),
+        })?;
     let wanted = wanted(topology);
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
         .map(|(name, partitions, compacted)| {
             let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(replication));
-            if *compacted { topic.set("cleanup.policy", "compact") } else { topic }
+            if *compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(new.iter(), &options)
         .await
-        .map_err(|e| TopicError { topic: String::new(), reason: e.to_string() })?;
+        .map_err(|e| TopicError {
+            topic: String::new(),
+            reason: e.to_string(),
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(TopicError { topic, reason: code.to_string() }),
+            Err((topic, code)) => {
+                return Err(TopicError {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
         }
     }
     Ok(())

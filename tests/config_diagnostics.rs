@@ -16,7 +16,11 @@ fn diagnostics(file: &str) -> (bool, Vec<Diagnostic>) {
 }
 
 fn codes_at(file: &str) -> Vec<(String, usize, usize)> {
-    diagnostics(file).1.into_iter().map(|d| (d.code.to_string(), d.line, d.column)).collect()
+    diagnostics(file)
+        .1
+        .into_iter()
+        .map(|d| (d.code.to_string(), d.line, d.column))
+        .collect()
 }
 
 const BROKEN: &[(&str, &str, usize, usize)] = &[
@@ -46,9 +50,17 @@ const BROKEN: &[(&str, &str, usize, usize)] = &[
 fn each_broken_file_reports_exactly_its_diagnostic() {
     for (name, code, line, col) in BROKEN {
         let file = format!("tests/topologies/broken/{name}.toml");
-        assert_eq!(codes_at(&file), vec![(code.to_string(), *line, *col)], "{file}");
+        assert_eq!(
+            codes_at(&file),
+            vec![(code.to_string(), *line, *col)],
+            "{file}"
+        );
         let (valid, _) = diagnostics(&file);
-        assert_eq!(valid, !code.starts_with('E'), "{file}: only errors make a topology invalid");
+        assert_eq!(
+            valid,
+            !code.starts_with('E'),
+            "{file}: only errors make a topology invalid"
+        );
     }
 }
 
@@ -69,11 +81,20 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn messages_name_the_problem_and_suggest_a_fix() {
     let (_, d) = diagnostics("tests/topologies/broken/e003_unknown_key.toml");
-    assert_eq!(d[0].to_string(), "tests/topologies/broken/e003_unknown_key.toml:4:1: error[E003]: unknown key `group_ip`\n  at `kafka.group_ip`\n  hint: did you mean `group_id`?");
+    assert_eq!(
+        d[0].to_string(),
+        "tests/topologies/broken/e003_unknown_key.toml:4:1: error[E003]: unknown key `group_ip`\n  at `kafka.group_ip`\n  hint: did you mean `group_id`?"
+    );
     let (_, d) = diagnostics("tests/topologies/broken/e012_cycle.toml");
-    assert_eq!(d[0].message, "stages feed each other in a cycle: quote-state → audit-state → quote-state");
+    assert_eq!(
+        d[0].message,
+        "stages feed each other in a cycle: quote-state → audit-state → quote-state"
+    );
     let (_, d) = diagnostics("tests/topologies/broken/e011_jq_invalid.toml");
-    assert_eq!(d[0].message, "jq program does not compile: undefined filter `nosuchfn`");
+    assert_eq!(
+        d[0].message,
+        "jq program does not compile: undefined filter `nosuchfn`"
+    );
 }
 
 #[test]
@@ -103,13 +124,23 @@ fn validate_exit_codes() {
     let (code, stdout, _) = outflow(&["validate", "topology.toml"]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("topology `insurance`"), "{stdout}");
-    assert!(stdout.contains("0 error(s), 0 warning(s), 0 note(s)"), "{stdout}");
+    assert!(
+        stdout.contains("0 error(s), 0 warning(s), 0 note(s)"),
+        "{stdout}"
+    );
     let (code, stdout, _) = outflow(&["validate", "tests/topologies/broken/many_problems.toml"]);
     assert_eq!(code, 78, "{stdout}");
     assert!(stdout.contains("5 error(s)"), "{stdout}");
-    let (code, _, _) = outflow(&["validate", "tests/topologies/broken/w001_entity_id_not_key.toml"]);
+    let (code, _, _) = outflow(&[
+        "validate",
+        "tests/topologies/broken/w001_entity_id_not_key.toml",
+    ]);
     assert_eq!(code, 0, "a warning alone passes");
-    let (code, _, _) = outflow(&["validate", "--deny-warnings", "tests/topologies/broken/w001_entity_id_not_key.toml"]);
+    let (code, _, _) = outflow(&[
+        "validate",
+        "--deny-warnings",
+        "tests/topologies/broken/w001_entity_id_not_key.toml",
+    ]);
     assert_eq!(code, 78, "--deny-warnings fails on a warning");
     let (code, _, stderr) = outflow(&["validate", "--format", "yaml"]);
     assert_eq!(code, 2, "usage error: {stderr}");
@@ -120,10 +151,21 @@ fn validate_exit_codes() {
 
 #[test]
 fn validate_json_lists_every_diagnostic() {
-    let (code, stdout, _) = outflow(&["validate", "--format", "json", "tests/topologies/broken/many_problems.toml"]);
+    let (code, stdout, _) = outflow(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/topologies/broken/many_problems.toml",
+    ]);
     assert_eq!(code, 78);
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    let codes: Vec<&str> = report["diagnostics"].as_array().into_iter().flatten().filter_map(|d| d["code"].as_str()).collect();
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let codes: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
     assert_eq!(codes, vec!["E003", "E009", "E006", "E007", "E011"]);
     assert_eq!(report["diagnostics"][0]["line"], 4);
 }
@@ -136,16 +178,31 @@ fn graph_matches_its_snapshot() {
     if std::env::var("UPDATE_SNAPSHOTS").is_ok() {
         let _ = std::fs::write("tests/snapshots/topology.mmd", &mermaid);
     } else {
-        assert_eq!(mermaid, expected, "run with UPDATE_SNAPSHOTS=1 to accept a deliberate change");
+        assert_eq!(
+            mermaid, expected,
+            "run with UPDATE_SNAPSHOTS=1 to accept a deliberate change"
+        );
     }
     // every edge joins declared nodes, and node ids are valid Mermaid identifiers
-    let nodes: Vec<&str> = mermaid.lines().skip(1).filter(|l| l.contains("[")).filter_map(|l| l.trim().split(['[', '(']).next()).collect();
+    let nodes: Vec<&str> = mermaid
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains("["))
+        .filter_map(|l| l.trim().split(['[', '(']).next())
+        .collect();
     for line in mermaid.lines().filter(|l| l.contains("-->")) {
         let parts: Vec<&str> = line.split_whitespace().collect();
         let (from, to) = (parts[0], parts[parts.len() - 1]);
-        assert!(nodes.contains(&from) && nodes.contains(&to), "edge to an undeclared node: {line}");
+        assert!(
+            nodes.contains(&from) && nodes.contains(&to),
+            "edge to an undeclared node: {line}"
+        );
     }
-    assert!(nodes.iter().all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')));
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    );
     let (code, dot, _) = outflow(&["graph", "--format", "dot", "topology.toml"]);
     assert_eq!(code, 0);
     assert!(dot.starts_with("digraph \"insurance\" {") && dot.trim_end().ends_with('}'));

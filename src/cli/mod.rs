@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, no business logic; errors become exit codes here.
 
 mod graph;
+mod produce;
 mod run;
 mod validate;
 
@@ -24,7 +25,9 @@ pub mod exit {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("OUTFLOW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -42,14 +45,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a topology file: every problem at once, with file:line:col (offline unless --online).
-    #[command(after_help = "Examples:\n  outflow validate\n  outflow validate --online --deny-warnings deploy/topology.toml\n  outflow validate --format json | jq '.diagnostics[] | .code'")]
+    #[command(
+        after_help = "Examples:\n  outflow validate\n  outflow validate --online --deny-warnings deploy/topology.toml\n  outflow validate --format json | jq '.diagnostics[] | .code'"
+    )]
     Validate(validate::Args),
     /// Draw the topology: sources, stages, entities, output and dead-letter topics.
     #[command(after_help = "Example:\n  outflow graph --format mermaid > topology.mmd")]
     Graph(graph::Args),
     /// Run the pipeline: sources → stages → Mongo transaction → outbox relay → Kafka.
-    #[command(after_help = "Examples:\n  outflow run\n  outflow run --processor-only topology.toml\n  OUTFLOW_LOG_FORMAT=json outflow run --relay-only")]
+    #[command(
+        after_help = "Examples:\n  outflow run\n  outflow run --processor-only topology.toml\n  OUTFLOW_LOG_FORMAT=json outflow run --relay-only"
+    )]
     Run(run::Args),
+    /// Produce JSON lines from stdin as Avro events onto a source topic (checked against its schema).
+    #[command(
+        after_help = "Example:\n  echo '{\"eventId\":\"e1\",\"quoteId\":\"q1\",...}' | outflow produce quote-events --type QuoteRequested"
+    )]
+    Produce(produce::Args),
 }
 
 /// The topology file argument every subcommand shares.
@@ -66,6 +78,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate::run(args).await,
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
     };
     match code {
         Ok(code) => ExitCode::from(code),

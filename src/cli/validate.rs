@@ -36,12 +36,18 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Err(e) => return Ok(super::config_failure(&e)),
     };
     let count = |s: Severity| diagnostics.iter().filter(|d| d.severity == s).count();
-    let (errors, warnings, notes) = (count(Severity::Error), count(Severity::Warning), count(Severity::Info));
+    let (errors, warnings, notes) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
     let online = match (&topology, args.online) {
         (Some(t), true) => Some(online_checks(t).await),
         _ => None,
     };
-    let online_failed = online.as_ref().is_some_and(|checks| checks.iter().any(|c| !c.ok));
+    let online_failed = online
+        .as_ref()
+        .is_some_and(|checks| checks.iter().any(|c| !c.ok));
     let failed = errors > 0 || (args.deny_warnings && warnings > 0);
     match args.format {
         Format::Json => {
@@ -61,9 +67,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                 print_summary(t);
             }
             for c in online.iter().flatten() {
-                println!("  {} {:<9} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+                println!(
+                    "  {} {:<9} {}",
+                    if c.ok { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.detail
+                );
             }
-            println!("{}: {errors} error(s), {warnings} warning(s), {notes} note(s)", path.display());
+            println!(
+                "{}: {errors} error(s), {warnings} warning(s), {notes} note(s)",
+                path.display()
+            );
         }
     }
     Ok(if failed {
@@ -83,23 +97,50 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 
 fn print_summary(t: &Topology) {
     println!("topology `{}` ({})", t.name, t.file.display());
-    println!("  kafka     {} (group {})", t.kafka.brokers, t.kafka.group_id);
-    println!("  registry  {} (level {})", t.registry.url, t.registry.compatibility.as_str());
-    println!("  mongo     {} (database {})", health::redact_uri(&t.mongo.uri), t.mongo.database);
+    println!(
+        "  kafka     {} (group {})",
+        t.kafka.brokers, t.kafka.group_id
+    );
+    println!(
+        "  registry  {} (level {})",
+        t.registry.url,
+        t.registry.compatibility.as_str()
+    );
+    println!(
+        "  mongo     {} (database {})",
+        health::redact_uri(&t.mongo.uri),
+        t.mongo.database
+    );
     for s in &t.sources {
         let types: Vec<&str> = s.schemas.iter().map(|x| x.short_name()).collect();
         println!(
             "  source    {} ← {} ({} partitions; {}; dead letters → {})",
-            s.name, s.topic, s.partitions, types.join(", "), s.dlq_topic
+            s.name,
+            s.topic,
+            s.partitions,
+            types.join(", "),
+            s.dlq_topic
         );
     }
     for st in &t.stages {
         let emits: Vec<&str> = st.emits.iter().map(|e| e.topic.as_str()).collect();
-        let emits = if emits.is_empty() { String::new() } else { format!("; emits → {}", emits.join(", ")) };
-        println!("  stage     {}: {} → entity {}{emits}", st.name, st.source, st.entity_kind);
+        let emits = if emits.is_empty() {
+            String::new()
+        } else {
+            format!("; emits → {}", emits.join(", "))
+        };
+        println!(
+            "  stage     {}: {} → entity {}{emits}",
+            st.name, st.source, st.entity_kind
+        );
     }
     for o in &t.topics {
-        println!("  output    {} ({} partitions; {})", o.name, o.partitions, o.schema.short_name());
+        println!(
+            "  output    {} ({} partitions; {})",
+            o.name,
+            o.partitions,
+            o.schema.short_name()
+        );
     }
 }
 
@@ -132,38 +173,90 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
     let mut checks = Vec::new();
     match kafka {
         Ok(existing) => {
-            let wanted = t.sources.iter().map(|s| &s.topic).chain(t.topics.iter().map(|o| &o.name));
+            let wanted = t
+                .sources
+                .iter()
+                .map(|s| &s.topic)
+                .chain(t.topics.iter().map(|o| &o.name));
             let missing: Vec<&String> = wanted.filter(|w| !existing.contains_key(*w)).collect();
             let detail = if missing.is_empty() {
                 format!("{} answers; every topic exists", t.kafka.brokers)
             } else {
-                format!("{} answers; `outflow run` will create: {}", t.kafka.brokers, missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{} answers; `outflow run` will create: {}",
+                    t.kafka.brokers,
+                    missing
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            checks.push(Check { name: "kafka", ok: true, detail });
+            checks.push(Check {
+                name: "kafka",
+                ok: true,
+                detail,
+            });
         }
-        Err(e) => checks.push(Check { name: "kafka", ok: false, detail: e }),
+        Err(e) => checks.push(Check {
+            name: "kafka",
+            ok: false,
+            detail: e,
+        }),
     }
     match registry {
         Ok(subjects) => {
             let wanted: Vec<String> = t
                 .sources
                 .iter()
-                .flat_map(|s| s.schemas.iter().map(|x| s.subject_strategy.subject(&s.topic, &x.full_name)))
-                .chain(t.topics.iter().map(|o| o.subject_strategy.subject(&o.name, &o.schema.full_name)))
+                .flat_map(|s| {
+                    s.schemas
+                        .iter()
+                        .map(|x| s.subject_strategy.subject(&s.topic, &x.full_name))
+                })
+                .chain(
+                    t.topics
+                        .iter()
+                        .map(|o| o.subject_strategy.subject(&o.name, &o.schema.full_name)),
+                )
                 .collect();
             let missing: Vec<&String> = wanted.iter().filter(|w| !subjects.contains(w)).collect();
             let detail = if missing.is_empty() {
                 format!("{} answers; every subject is registered", t.registry.url)
             } else {
-                format!("{} answers; not registered yet: {}", t.registry.url, missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{} answers; not registered yet: {}",
+                    t.registry.url,
+                    missing
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            checks.push(Check { name: "registry", ok: true, detail });
+            checks.push(Check {
+                name: "registry",
+                ok: true,
+                detail,
+            });
         }
-        Err(e) => checks.push(Check { name: "registry", ok: false, detail: e }),
+        Err(e) => checks.push(Check {
+            name: "registry",
+            ok: false,
+            detail: e,
+        }),
     }
     match mongo {
-        Ok(detail) => checks.push(Check { name: "mongo", ok: true, detail: format!("{} answers; {detail}", health::redact_uri(&t.mongo.uri)) }),
-        Err(e) => checks.push(Check { name: "mongo", ok: false, detail: e }),
+        Ok(detail) => checks.push(Check {
+            name: "mongo",
+            ok: true,
+            detail: format!("{} answers; {detail}", health::redact_uri(&t.mongo.uri)),
+        }),
+        Err(e) => checks.push(Check {
+            name: "mongo",
+            ok: false,
+            detail: e,
+        }),
     }
     checks
 }

@@ -31,7 +31,9 @@ fn cycles(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
     let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); raw.stages.len()];
     for (i, stage) in raw.stages.iter().enumerate() {
         for (j, emit) in stage.get_ref().emit.iter().enumerate() {
-            let Some(topic) = name(&emit.get_ref().topic) else { continue };
+            let Some(topic) = name(&emit.get_ref().topic) else {
+                continue;
+            };
             for (k, read) in reads.iter().enumerate() {
                 if *read == Some(topic) {
                     edges[i].push((k, j));
@@ -60,7 +62,11 @@ fn cycles(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
                         .collect();
                     let emit_index = first_emit.unwrap_or(0);
                     let emit = &raw.stages[start].get_ref().emit[emit_index];
-                    let span = emit.get_ref().topic.as_ref().map_or(emit.span(), |t| t.span());
+                    let span = emit
+                        .get_ref()
+                        .topic
+                        .as_ref()
+                        .map_or(emit.span(), |t| t.span());
                     diags.push(
                         Code::Cycle,
                         span,
@@ -87,11 +93,21 @@ fn entity_keys(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
         .collect();
     for (i, stage) in raw.stages.iter().enumerate() {
         let s = stage.get_ref();
-        let Some(id) = s.entity.as_ref().and_then(|e| e.get_ref().id.as_ref()) else { continue };
-        let Some(key) = name(&s.source).and_then(|src| key_of_source.get(src)) else { continue };
-        let program: String = id.get_ref().chars().filter(|c| !c.is_whitespace()).collect();
+        let Some(id) = s.entity.as_ref().and_then(|e| e.get_ref().id.as_ref()) else {
+            continue;
+        };
+        let Some(key) = name(&s.source).and_then(|src| key_of_source.get(src)) else {
+            continue;
+        };
+        let program: String = id
+            .get_ref()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         let is_key = program == ".meta.key"
-            || key.is_some_and(|k| program == format!(".event.{k}") || program == format!(".event[\"{k}\"]"));
+            || key.is_some_and(|k| {
+                program == format!(".event.{k}") || program == format!(".event[\"{k}\"]")
+            });
         if !is_key {
             let hint = match key {
                 Some(k) => format!("use `.event.{k}` (the source's `key`) or `.meta.key`"),
@@ -111,27 +127,59 @@ fn entity_keys(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
 /// W002: entities no stage writes and sources no stage reads (not reported while a stage names
 /// an undeclared one: that is a typo, already an error, and the real cause).
 fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
-    let used_sources: HashSet<&str> = raw.stages.iter().filter_map(|s| name(&s.get_ref().source)).collect();
+    let used_sources: HashSet<&str> = raw
+        .stages
+        .iter()
+        .filter_map(|s| name(&s.get_ref().source))
+        .collect();
     let used_entities: HashSet<&str> = raw
         .stages
         .iter()
-        .filter_map(|s| s.get_ref().entity.as_ref().and_then(|e| name(&e.get_ref().kind)))
+        .filter_map(|s| {
+            s.get_ref()
+                .entity
+                .as_ref()
+                .and_then(|e| name(&e.get_ref().kind))
+        })
         .collect();
-    let declared_sources: HashSet<&str> = raw.sources.iter().filter_map(|s| name(&s.get_ref().name)).collect();
-    let declared_entities: HashSet<&str> = raw.entities.iter().filter_map(|e| name(&e.get_ref().name)).collect();
+    let declared_sources: HashSet<&str> = raw
+        .sources
+        .iter()
+        .filter_map(|s| name(&s.get_ref().name))
+        .collect();
+    let declared_entities: HashSet<&str> = raw
+        .entities
+        .iter()
+        .filter_map(|e| name(&e.get_ref().name))
+        .collect();
     let check_sources = used_sources.is_subset(&declared_sources);
     let check_entities = used_entities.is_subset(&declared_entities);
     for (i, s) in raw.sources.iter().enumerate().filter(|_| check_sources) {
         if let Some(n) = &s.get_ref().name {
             if !used_sources.contains(n.get_ref().as_str()) {
-                diags.push(Code::Unused, n.span(), format!("sources[{i}].name"), format!("no stage reads source `{}`: nothing subscribes to its topic", n.get_ref()), None);
+                diags.push(
+                    Code::Unused,
+                    n.span(),
+                    format!("sources[{i}].name"),
+                    format!(
+                        "no stage reads source `{}`: nothing subscribes to its topic",
+                        n.get_ref()
+                    ),
+                    None,
+                );
             }
         }
     }
     for (i, e) in raw.entities.iter().enumerate().filter(|_| check_entities) {
         if let Some(n) = &e.get_ref().name {
             if !used_entities.contains(n.get_ref().as_str()) {
-                diags.push(Code::Unused, n.span(), format!("entities[{i}].name"), format!("no stage writes entity `{}`", n.get_ref()), None);
+                diags.push(
+                    Code::Unused,
+                    n.span(),
+                    format!("entities[{i}].name"),
+                    format!("no stage writes entity `{}`", n.get_ref()),
+                    None,
+                );
             }
         }
     }

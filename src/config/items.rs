@@ -18,7 +18,11 @@ impl Validator<'_, '_> {
         let topic = self.required_key(&s.topic, raw.span(), &path, "topic");
         let partitions = self.positive_key(&s.partitions, &format!("{path}.partitions"), 3, 10_000);
         let strategy = match &s.subject_strategy {
-            Some(w) => self.word_key(w, &format!("{path}.subject_strategy"), &SubjectStrategy::ALL),
+            Some(w) => self.word_key(
+                w,
+                &format!("{path}.subject_strategy"),
+                &SubjectStrategy::ALL,
+            ),
             None => Some(SubjectStrategy::TopicName),
         };
         if s.schemas.is_empty() {
@@ -57,7 +61,11 @@ impl Validator<'_, '_> {
                             Code::InvalidValue,
                             f.span(),
                             format!("{path}.{key}"),
-                            format!("field `{}` is not in record `{}`", f.get_ref(), schema.full_name),
+                            format!(
+                                "field `{}` is not in record `{}`",
+                                f.get_ref(),
+                                schema.full_name
+                            ),
                             did_you_mean(f.get_ref(), schema.field_names()),
                         );
                     }
@@ -98,13 +106,32 @@ impl Validator<'_, '_> {
         let Some(raw) = raw else { return default };
         let b = raw.get_ref();
         BatchSettings {
-            max_records: self.positive_key(&b.max_records, &format!("{path}.max_records"), default.max_records as i64, 100_000) as usize,
-            max_bytes: self.positive_key(&b.max_bytes, &format!("{path}.max_bytes"), default.max_bytes as i64, 256 << 20) as usize,
-            linger: Duration::from_millis(self.positive_key(&b.linger_ms, &format!("{path}.linger_ms"), default.linger.as_millis() as i64, 60_000) as u64),
+            max_records: self.positive_key(
+                &b.max_records,
+                &format!("{path}.max_records"),
+                default.max_records as i64,
+                100_000,
+            ) as usize,
+            max_bytes: self.positive_key(
+                &b.max_bytes,
+                &format!("{path}.max_bytes"),
+                default.max_bytes as i64,
+                256 << 20,
+            ) as usize,
+            linger: Duration::from_millis(self.positive_key(
+                &b.linger_ms,
+                &format!("{path}.linger_ms"),
+                default.linger.as_millis() as i64,
+                60_000,
+            ) as u64),
         }
     }
 
-    pub(super) fn output_topic(&mut self, raw: &Spanned<RawTopic>, i: usize) -> Option<OutputTopic> {
+    pub(super) fn output_topic(
+        &mut self,
+        raw: &Spanned<RawTopic>,
+        i: usize,
+    ) -> Option<OutputTopic> {
         let path = format!("topics[{i}]");
         let t = raw.get_ref();
         let name = self.required_key(&t.name, raw.span(), &path, "name");
@@ -112,7 +139,11 @@ impl Validator<'_, '_> {
         let schema = self.required_key(&t.schema, raw.span(), &path, "schema");
         let schema = schema.and_then(|s| self.schema(s, &format!("{path}.schema")));
         let strategy = match &t.subject_strategy {
-            Some(w) => self.word_key(w, &format!("{path}.subject_strategy"), &SubjectStrategy::ALL),
+            Some(w) => self.word_key(
+                w,
+                &format!("{path}.subject_strategy"),
+                &SubjectStrategy::ALL,
+            ),
             None => Some(SubjectStrategy::TopicName),
         };
         Some(OutputTopic {
@@ -141,7 +172,10 @@ impl Validator<'_, '_> {
                     Code::UnknownSource,
                     src.span(),
                     format!("{path}.source"),
-                    format!("stage reads from source `{}`, which is not declared", src.get_ref()),
+                    format!(
+                        "stage reads from source `{}`, which is not declared",
+                        src.get_ref()
+                    ),
                     did_you_mean(src.get_ref(), sources.iter().map(|x| x.name.as_str())),
                 );
             }
@@ -156,7 +190,9 @@ impl Validator<'_, '_> {
             Some(custom) => {
                 let known = self.ctx_custom_stages();
                 if known.iter().any(|k| k == custom) {
-                    Some(StageKind::Custom { name: custom.to_string() })
+                    Some(StageKind::Custom {
+                        name: custom.to_string(),
+                    })
                 } else {
                     let span = s.kind.as_ref().map_or(raw.span(), |k| k.span());
                     self.diags.push(
@@ -171,12 +207,21 @@ impl Validator<'_, '_> {
                 }
             }
         };
-        let when = s.when.as_ref().and_then(|w| self.jq(w, &format!("{path}.when")));
+        let when = s
+            .when
+            .as_ref()
+            .and_then(|w| self.jq(w, &format!("{path}.when")));
         let when_ok = s.when.is_none() || when.is_some();
         let entity = match &s.entity {
             Some(e) => Some(e),
             None => {
-                self.diags.push(Code::MissingKey, raw.span(), &path, "missing required key `entity` ({ kind, id })", None);
+                self.diags.push(
+                    Code::MissingKey,
+                    raw.span(),
+                    &path,
+                    "missing required key `entity` ({ kind, id })",
+                    None,
+                );
                 None
             }
         };
@@ -191,7 +236,10 @@ impl Validator<'_, '_> {
                         Code::UnknownEntity,
                         k.span(),
                         format!("{epath}.kind"),
-                        format!("entity kind `{}` is not declared in [[entities]]", k.get_ref()),
+                        format!(
+                            "entity kind `{}` is not declared in [[entities]]",
+                            k.get_ref()
+                        ),
                         did_you_mean(k.get_ref(), entities.iter().map(|x| x.name.as_str())),
                     );
                 }
@@ -221,29 +269,55 @@ impl Validator<'_, '_> {
         })
     }
 
-    fn emit(&mut self, raw: &Spanned<RawEmit>, path: &str, sources: &[Source], topics: &[OutputTopic]) -> Option<EmitDef> {
+    fn emit(
+        &mut self,
+        raw: &Spanned<RawEmit>,
+        path: &str,
+        sources: &[Source],
+        topics: &[OutputTopic],
+    ) -> Option<EmitDef> {
         let e = raw.get_ref();
         let topic = self.required_key(&e.topic, raw.span(), path, "topic");
         let key = self.required_key(&e.key, raw.span(), path, "key");
         let value = self.required_key(&e.value, raw.span(), path, "value");
         let key = key.and_then(|k| self.jq(k, &format!("{path}.key")));
         let value = value.and_then(|v| self.jq(v, &format!("{path}.value")));
-        let when = e.when.as_ref().and_then(|w| self.jq(w, &format!("{path}.when")));
-        let explicit = e.schema.as_ref().and_then(|s| self.schema(s, &format!("{path}.schema")));
+        let when = e
+            .when
+            .as_ref()
+            .and_then(|w| self.jq(w, &format!("{path}.when")));
+        let explicit = e
+            .schema
+            .as_ref()
+            .and_then(|s| self.schema(s, &format!("{path}.schema")));
         let topic = topic?;
         let output = topics.iter().find(|t| &t.name == topic.get_ref());
         let chained = sources.iter().find(|s| &s.topic == topic.get_ref());
         let (schema, strategy) = match (output, chained) {
-            (Some(t), _) => (explicit.or_else(|| Some(Arc::clone(&t.schema))), t.subject_strategy),
+            (Some(t), _) => (
+                explicit.or_else(|| Some(Arc::clone(&t.schema))),
+                t.subject_strategy,
+            ),
             (None, Some(s)) => {
-                let schema = explicit.or_else(|| (s.schemas.len() == 1).then(|| Arc::clone(&s.schemas[0])));
+                let schema =
+                    explicit.or_else(|| (s.schemas.len() == 1).then(|| Arc::clone(&s.schemas[0])));
                 if schema.is_none() && e.schema.is_none() {
-                    self.diags.push(Code::MissingKey, raw.span(), path, "missing `schema`: the target source topic carries several record types", None);
+                    self.diags.push(
+                        Code::MissingKey,
+                        raw.span(),
+                        path,
+                        "missing `schema`: the target source topic carries several record types",
+                        None,
+                    );
                 }
                 (schema, s.subject_strategy)
             }
             (None, None) => {
-                let known: Vec<&str> = topics.iter().map(|t| t.name.as_str()).chain(sources.iter().map(|s| s.topic.as_str())).collect();
+                let known: Vec<&str> = topics
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .chain(sources.iter().map(|s| s.topic.as_str()))
+                    .collect();
                 self.diags.push(
                     Code::UnknownTopic,
                     topic.span(),

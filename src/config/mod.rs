@@ -175,9 +175,8 @@ fn unknown_key(diags: &mut Diagnostics<'_>, root: &DeTable<'_>, path: &[Segment]
     } else {
         format!("{shown}.{last}")
     };
-    let hint = did_you_mean(last, known.iter().copied()).or_else(|| {
-        (!known.is_empty()).then(|| format!("known keys here: {}", known.join(", ")))
-    });
+    let hint = did_you_mean(last, known.iter().copied())
+        .or_else(|| (!known.is_empty()).then(|| format!("known keys here: {}", known.join(", "))));
     diags.push(
         Code::UnknownKey,
         span,

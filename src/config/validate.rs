@@ -87,7 +87,13 @@ impl<'a, 'd> Validator<'a, 'd> {
     }
 
     /// A positive integer within `max`, or E015; `default` when absent.
-    pub(super) fn positive_key(&mut self, value: &Option<Spanned<i64>>, path: &str, default: i64, max: i64) -> i64 {
+    pub(super) fn positive_key(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        path: &str,
+        default: i64,
+        max: i64,
+    ) -> i64 {
         match value {
             None => default,
             Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref(),
@@ -105,7 +111,12 @@ impl<'a, 'd> Validator<'a, 'd> {
     }
 
     /// One of a fixed set of words, or E015 with a suggestion.
-    pub(super) fn word_key<T: Copy>(&mut self, value: &SStr, path: &str, words: &[(&'static str, T)]) -> Option<T> {
+    pub(super) fn word_key<T: Copy>(
+        &mut self,
+        value: &SStr,
+        path: &str,
+        words: &[(&'static str, T)],
+    ) -> Option<T> {
         let found = words
             .iter()
             .find(|(w, _)| w.eq_ignore_ascii_case(value.get_ref()));
@@ -115,7 +126,11 @@ impl<'a, 'd> Validator<'a, 'd> {
                 Code::InvalidValue,
                 value.span(),
                 path,
-                format!("`{}` is not one of: {}", value.get_ref(), allowed.join(", ")),
+                format!(
+                    "`{}` is not one of: {}",
+                    value.get_ref(),
+                    allowed.join(", ")
+                ),
                 did_you_mean(value.get_ref(), allowed.iter().copied()),
             );
         }
@@ -181,7 +196,8 @@ impl<'a, 'd> Validator<'a, 'd> {
     fn program_start(&self, span: Range<usize>) -> usize {
         let raw = self.source_text.get(span.clone()).unwrap_or("");
         let skip = if raw.starts_with("'''") || raw.starts_with("\"\"\"") {
-            3 + usize::from(raw[3..].starts_with('\n')) + 2 * usize::from(raw[3..].starts_with("\r\n"))
+            3 + usize::from(raw[3..].starts_with('\n'))
+                + 2 * usize::from(raw[3..].starts_with("\r\n"))
         } else {
             1
         };
@@ -221,25 +237,37 @@ impl<'a, 'd> Validator<'a, 'd> {
         let relay = self.relay(raw.relay.as_ref(), &name);
         self.unique(
             raw.sources.iter().enumerate().filter_map(|(i, s)| {
-                s.get_ref().name.as_ref().map(|n| (n, format!("sources[{i}].name")))
+                s.get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| (n, format!("sources[{i}].name")))
             }),
             "source",
         );
         self.unique(
             raw.entities.iter().enumerate().filter_map(|(i, s)| {
-                s.get_ref().name.as_ref().map(|n| (n, format!("entities[{i}].name")))
+                s.get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| (n, format!("entities[{i}].name")))
             }),
             "entity",
         );
         self.unique(
             raw.topics.iter().enumerate().filter_map(|(i, s)| {
-                s.get_ref().name.as_ref().map(|n| (n, format!("topics[{i}].name")))
+                s.get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| (n, format!("topics[{i}].name")))
             }),
             "topic",
         );
         self.unique(
             raw.stages.iter().enumerate().filter_map(|(i, s)| {
-                s.get_ref().name.as_ref().map(|n| (n, format!("stages[{i}].name")))
+                s.get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| (n, format!("stages[{i}].name")))
             }),
             "stage",
         );
@@ -305,8 +333,13 @@ impl<'a, 'd> Validator<'a, 'd> {
 
     fn kafka(&mut self, raw: Option<&Spanned<RawKafka>>, name: &str) -> Option<KafkaSettings> {
         let Some(raw) = raw else {
-            self.diags
-                .push(Code::MissingKey, 0..0, "kafka", "missing table [kafka]", None);
+            self.diags.push(
+                Code::MissingKey,
+                0..0,
+                "kafka",
+                "missing table [kafka]",
+                None,
+            );
             return None;
         };
         let k = raw.get_ref();
@@ -328,7 +361,9 @@ impl<'a, 'd> Validator<'a, 'd> {
                     value.span(),
                     &path,
                     format!("`{key}` is a secret and is written inline"),
-                    Some(format!("write `\"${{VAR}}\"` and set VAR in the environment for `{key}`")),
+                    Some(format!(
+                        "write `\"${{VAR}}\"` and set VAR in the environment for `{key}`"
+                    )),
                 );
                 continue;
             }
@@ -345,8 +380,13 @@ impl<'a, 'd> Validator<'a, 'd> {
 
     fn registry(&mut self, raw: Option<&Spanned<RawRegistry>>) -> Option<RegistrySettings> {
         let Some(raw) = raw else {
-            self.diags
-                .push(Code::MissingKey, 0..0, "registry", "missing table [registry]", None);
+            self.diags.push(
+                Code::MissingKey,
+                0..0,
+                "registry",
+                "missing table [registry]",
+                None,
+            );
             return None;
         };
         let r = raw.get_ref();
@@ -365,8 +405,13 @@ impl<'a, 'd> Validator<'a, 'd> {
 
     fn mongo(&mut self, raw: Option<&Spanned<RawMongo>>) -> Option<MongoSettings> {
         let Some(raw) = raw else {
-            self.diags
-                .push(Code::MissingKey, 0..0, "mongo", "missing table [mongo]", None);
+            self.diags.push(
+                Code::MissingKey,
+                0..0,
+                "mongo",
+                "missing table [mongo]",
+                None,
+            );
             return None;
         };
         let m = raw.get_ref();
@@ -378,7 +423,10 @@ impl<'a, 'd> Validator<'a, 'd> {
                     u.span(),
                     "mongo.uri",
                     "the Mongo URI holds a password inline",
-                    Some("write `uri = \"${OUTFLOW_MONGO_URI}\"` and set it in the environment".into()),
+                    Some(
+                        "write `uri = \"${OUTFLOW_MONGO_URI}\"` and set it in the environment"
+                            .into(),
+                    ),
                 );
             }
         }
@@ -395,16 +443,28 @@ impl<'a, 'd> Validator<'a, 'd> {
         let r = raw.map(|r| r.get_ref());
         let none = None;
         RelaySettings {
-            batch_records: self.positive_key(r.map_or(&none, |r| &r.batch_records), "relay.batch_records", 1000, 100_000) as usize,
-            poll_interval: Duration::from_millis(
-                self.positive_key(r.map_or(&none, |r| &r.poll_interval_ms), "relay.poll_interval_ms", 500, 60_000) as u64,
+            batch_records: self.positive_key(
+                r.map_or(&none, |r| &r.batch_records),
+                "relay.batch_records",
+                1000,
+                100_000,
+            ) as usize,
+            poll_interval: Duration::from_millis(self.positive_key(
+                r.map_or(&none, |r| &r.poll_interval_ms),
+                "relay.poll_interval_ms",
+                500,
+                60_000,
+            ) as u64),
+            checkpoint_topic: r.and_then(|r| r.checkpoint_topic.as_ref()).map_or_else(
+                || format!("outflow-{name}.relay-checkpoints"),
+                |t| t.get_ref().clone(),
             ),
-            checkpoint_topic: r
-                .and_then(|r| r.checkpoint_topic.as_ref())
-                .map_or_else(|| format!("outflow-{name}.relay-checkpoints"), |t| t.get_ref().clone()),
-            lease_ttl: Duration::from_millis(
-                self.positive_key(r.map_or(&none, |r| &r.lease_ttl_ms), "relay.lease_ttl_ms", 10_000, 600_000) as u64,
-            ),
+            lease_ttl: Duration::from_millis(self.positive_key(
+                r.map_or(&none, |r| &r.lease_ttl_ms),
+                "relay.lease_ttl_ms",
+                10_000,
+                600_000,
+            ) as u64),
         }
     }
 }

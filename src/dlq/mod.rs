@@ -73,7 +73,10 @@ impl DeadLetter {
             (header::ERROR_MESSAGE.to_string(), message),
             (header::ERROR_STAGE.to_string(), failure.stage.clone()),
             (header::SOURCE_TOPIC.to_string(), origin.topic.clone()),
-            (header::SOURCE_PARTITION.to_string(), origin.partition.to_string()),
+            (
+                header::SOURCE_PARTITION.to_string(),
+                origin.partition.to_string(),
+            ),
             (header::SOURCE_OFFSET.to_string(), origin.offset.to_string()),
             (header::EVENT_ID.to_string(), event_id.to_string()),
             (header::ATTEMPTS.to_string(), "1".to_string()),

@@ -22,7 +22,13 @@ pub struct Checkpoint {
 
 /// Reads the last committed checkpoint of `shard` (read_committed, so an aborted or open
 /// transaction's checkpoint is never seen). `Ok(0)` when the shard was never published.
-pub fn read(kafka: &KafkaSettings, topic: &str, partition: i32, shard: &str, timeout: Duration) -> Result<i64, rdkafka::error::KafkaError> {
+pub fn read(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    shard: &str,
+    timeout: Duration,
+) -> Result<i64, rdkafka::error::KafkaError> {
     let mut config = crate::health::kafka_config(kafka);
     config
         .set("group.id", "outflow-relay-checkpoint-reader")
@@ -40,12 +46,17 @@ pub fn read(kafka: &KafkaSettings, topic: &str, partition: i32, shard: &str, tim
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if std::time::Instant::now() > deadline {
-                return Err(rdkafka::error::KafkaError::MessageConsumption(rdkafka::error::RDKafkaErrorCode::RequestTimedOut));
+                return Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
+                ));
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     if m.key() == Some(shard.as_bytes()) {
-                        if let Some(cp) = m.payload().and_then(|p| serde_json::from_slice::<Checkpoint>(p).ok()) {
+                        if let Some(cp) = m
+                            .payload()
+                            .and_then(|p| serde_json::from_slice::<Checkpoint>(p).ok())
+                        {
                             seq = cp.seq;
                         }
                     }

@@ -33,7 +33,11 @@ pub fn classify(error: &KafkaError) -> Recovery {
         return Recovery::AbortAndRetry;
     }
     match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch) => Recovery::Fenced,
+        Some(
+            RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch,
+        ) => Recovery::Fenced,
         Some(RDKafkaErrorCode::Fatal) => Recovery::Reinit,
         _ => Recovery::AbortAndRetry,
     }

@@ -19,7 +19,12 @@ pub struct Lease {
 
 impl Lease {
     /// Takes the shard if it is free, expired or already ours; `None` if another relay holds it.
-    pub async fn acquire(store: &Store, shard: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>, mongodb::error::Error> {
+    pub async fn acquire(
+        store: &Store,
+        shard: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, mongodb::error::Error> {
         let now = DateTime::now();
         let expires = DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64);
         let result = store
@@ -33,11 +38,17 @@ impl Lease {
             .return_document(ReturnDocument::After)
             .await;
         match result {
-            Ok(Some(_)) => Ok(Some(Lease { shard: shard.to_string(), owner: owner.to_string(), ttl, renewed: Instant::now() })),
+            Ok(Some(_)) => Ok(Some(Lease {
+                shard: shard.to_string(),
+                owner: owner.to_string(),
+                ttl,
+                renewed: Instant::now(),
+            })),
             Ok(None) => Ok(None),
             // the upsert collided with the live lease of another relay
-            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000)
-                || matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 11000) =>
+            Err(e)
+                if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000)
+                    || matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 11000) =>
             {
                 Ok(None)
             }
@@ -55,7 +66,10 @@ impl Lease {
         let updated = store
             .database()
             .collection::<Document>(LEASES)
-            .update_one(doc! { "_id": &self.shard, "owner": &self.owner }, doc! { "$set": { "expiresAt": expires } })
+            .update_one(
+                doc! { "_id": &self.shard, "owner": &self.owner },
+                doc! { "$set": { "expiresAt": expires } },
+            )
             .await?;
         self.renewed = Instant::now();
         Ok(updated.matched_count == 1)
@@ -66,7 +80,10 @@ impl Lease {
         let _ = store
             .database()
             .collection::<Document>(LEASES)
-            .update_one(doc! { "_id": &self.shard, "owner": &self.owner }, doc! { "$set": { "expiresAt": DateTime::from_millis(0) } })
+            .update_one(
+                doc! { "_id": &self.shard, "owner": &self.owner },
+                doc! { "$set": { "expiresAt": DateTime::from_millis(0) } },
+            )
             .await;
     }
 }

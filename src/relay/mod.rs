@@ -46,12 +46,23 @@ pub fn shards(topology: &Topology) -> Vec<String> {
 pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bool>) {
     let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
     let shards = shards(&topology);
-    let wakers: HashMap<String, Arc<Notify>> = shards.iter().map(|s| (s.clone(), Arc::new(Notify::new()))).collect();
+    let wakers: HashMap<String, Arc<Notify>> = shards
+        .iter()
+        .map(|s| (s.clone(), Arc::new(Notify::new())))
+        .collect();
     let watcher = tokio::spawn(watch_outbox(store.clone(), wakers.clone(), stop.clone()));
     let mut tasks = Vec::new();
     for (index, shard) in shards.into_iter().enumerate() {
         let wake = Arc::clone(&wakers[&shard]);
-        tasks.push(tokio::spawn(own_shard(Arc::clone(&topology), store.clone(), shard, index as i32, owner.clone(), wake, stop.clone())));
+        tasks.push(tokio::spawn(own_shard(
+            Arc::clone(&topology),
+            store.clone(),
+            shard,
+            index as i32,
+            owner.clone(),
+            wake,
+            stop.clone(),
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -64,7 +75,15 @@ fn hostname() -> String {
 }
 
 /// Tries to lease `shard` until stopped; publishes it whenever the lease is ours.
-async fn own_shard(topology: Arc<Topology>, store: Store, shard: String, partition: i32, owner: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+async fn own_shard(
+    topology: Arc<Topology>,
+    store: Store,
+    shard: String,
+    partition: i32,
+    owner: String,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let ttl = topology.relay.lease_ttl;
     loop {
         if *stop.borrow() {
@@ -85,7 +104,9 @@ async fn own_shard(topology: Arc<Topology>, store: Store, shard: String, partiti
                         lease.release(&store).await;
                         return;
                     }
-                    Err(e) => tracing::warn!(shard = %shard, "relay stopped publishing the shard: {e}"),
+                    Err(e) => {
+                        tracing::warn!(shard = %shard, "relay stopped publishing the shard: {e}")
+                    }
                 }
             }
             Ok(None) => {}
@@ -99,7 +120,11 @@ async fn own_shard(topology: Arc<Topology>, store: Store, shard: String, partiti
 }
 
 /// Wakes a shard's publisher when a record is inserted for it; polling covers a broken stream.
-async fn watch_outbox(store: Store, wakers: HashMap<String, Arc<Notify>>, mut stop: watch::Receiver<bool>) {
+async fn watch_outbox(
+    store: Store,
+    wakers: HashMap<String, Arc<Notify>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stream = store
             .database()

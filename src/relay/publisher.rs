@@ -48,21 +48,38 @@ fn pending(doc: &Document) -> Option<Pending> {
     let event_id = doc.get_str("eventId").unwrap_or_default();
     let event_type = doc.get_str("type").unwrap_or_default();
     let mut headers = OwnedHeaders::new()
-        .insert(Header { key: "id", value: Some(id) })
-        .insert(Header { key: "type", value: Some(event_type) });
+        .insert(Header {
+            key: "id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "type",
+            value: Some(event_type),
+        });
     let extra = doc.get_document("headers").ok();
     if !extra.is_some_and(|h| h.contains_key(crate::dlq::header::EVENT_ID)) {
-        headers = headers.insert(Header { key: crate::dlq::header::EVENT_ID, value: Some(event_id) });
+        headers = headers.insert(Header {
+            key: crate::dlq::header::EVENT_ID,
+            value: Some(event_id),
+        });
     }
     for (k, v) in extra.into_iter().flatten() {
         if let Some(v) = v.as_str() {
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
     }
     Some(Pending {
         seq: doc.get_i64("seq").ok()?,
         topic: doc.get_str("topic").ok()?.to_string(),
-        key: bytes("key").unwrap_or_else(|| doc.get_str("aggregateid").unwrap_or_default().as_bytes().to_vec()),
+        key: bytes("key").unwrap_or_else(|| {
+            doc.get_str("aggregateid")
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec()
+        }),
         payload: bytes("payload"),
         headers,
     })
@@ -83,7 +100,10 @@ impl ShardPublisher {
     fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
         let mut config = crate::health::kafka_config(&self.topology.kafka);
         config
-            .set("transactional.id", format!("outflow-{}-relay-{}", self.topology.name, self.shard))
+            .set(
+                "transactional.id",
+                format!("outflow-{}-relay-{}", self.topology.name, self.shard),
+            )
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -97,12 +117,20 @@ impl ShardPublisher {
         'producer: loop {
             let producer = Arc::new(self.producer()?);
             let init = Arc::clone(&producer);
-            tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30))).await.map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
-            let kafka = self.topology.kafka.clone();
-            let (topic, partition, shard) = (self.topology.relay.checkpoint_topic.clone(), self.checkpoint_partition, self.shard.clone());
-            let mut last = tokio::task::spawn_blocking(move || checkpoint::read(&kafka, &topic, partition, &shard, Duration::from_secs(30)))
+            tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
                 .await
                 .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
+            let kafka = self.topology.kafka.clone();
+            let (topic, partition, shard) = (
+                self.topology.relay.checkpoint_topic.clone(),
+                self.checkpoint_partition,
+                self.shard.clone(),
+            );
+            let mut last = tokio::task::spawn_blocking(move || {
+                checkpoint::read(&kafka, &topic, partition, &shard, Duration::from_secs(30))
+            })
+            .await
+            .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
             tracing::info!(shard = %self.shard, checkpoint = last, "relay owns shard");
             // records at or below the checkpoint were published: finish their clean-up first
             self.clean_up(last).await?;
@@ -133,7 +161,10 @@ impl ShardPublisher {
                         Recovery::Retry | Recovery::AbortAndRetry => {
                             tracing::warn!(shard = %self.shard, "transaction failed, aborting and retrying: {e}");
                             let p = Arc::clone(&producer);
-                            let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30))).await;
+                            let _ = tokio::task::spawn_blocking(move || {
+                                p.abort_transaction(Duration::from_secs(30))
+                            })
+                            .await;
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         Recovery::Reinit => {
@@ -164,11 +195,17 @@ impl ShardPublisher {
 
     /// One Kafka transaction: the records in order, then the checkpoint; committed only after
     /// every delivery report arrived (which also avoids librdkafka's ~100 ms commit flush wait).
-    async fn publish(&self, producer: &Arc<FutureProducer>, batch: &[Pending]) -> Result<(), rdkafka::error::KafkaError> {
+    async fn publish(
+        &self,
+        producer: &Arc<FutureProducer>,
+        batch: &[Pending],
+    ) -> Result<(), rdkafka::error::KafkaError> {
         producer.begin_transaction()?;
         let mut deliveries = Vec::with_capacity(batch.len() + 1);
         for p in batch {
-            let mut record = FutureRecord::to(&p.topic).key(&p.key).headers(p.headers.clone());
+            let mut record = FutureRecord::to(&p.topic)
+                .key(&p.key)
+                .headers(p.headers.clone());
             if let Some(payload) = &p.payload {
                 record = record.payload(payload);
             }
@@ -178,7 +215,12 @@ impl ShardPublisher {
             }
         }
         let last = batch.last().map_or(0, |p| p.seq);
-        let checkpoint = serde_json::to_vec(&Checkpoint { shard: self.shard.clone(), seq: last, at: crate::source::decode::chrono_millis() }).unwrap_or_default();
+        let checkpoint = serde_json::to_vec(&Checkpoint {
+            shard: self.shard.clone(),
+            seq: last,
+            at: crate::source::decode::chrono_millis(),
+        })
+        .unwrap_or_default();
         let record = FutureRecord::to(&self.topology.relay.checkpoint_topic)
             .partition(self.checkpoint_partition)
             .key(self.shard.as_bytes())
@@ -198,7 +240,8 @@ impl ShardPublisher {
         tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
             .await
             .map_err(|_| rdkafka::error::KafkaError::Canceled)??;
-        let mut per_topic: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        let mut per_topic: std::collections::BTreeMap<&str, usize> =
+            std::collections::BTreeMap::new();
         for p in batch {
             *per_topic.entry(p.topic.as_str()).or_default() += 1;
         }
@@ -211,15 +254,22 @@ impl ShardPublisher {
     /// Deletes published records; correctness never depends on it (the checkpoint decides).
     async fn clean_up(&self, upto: i64) -> Result<(), PublishError> {
         let outbox = self.store.database().collection::<Document>(OUTBOX);
-        outbox.delete_many(doc! { "shard": &self.shard, "seq": { "$lte": upto } }).await?;
-        let pending = outbox.count_documents(doc! { "shard": &self.shard }).await?;
+        outbox
+            .delete_many(doc! { "shard": &self.shard, "seq": { "$lte": upto } })
+            .await?;
+        let pending = outbox
+            .count_documents(doc! { "shard": &self.shard })
+            .await?;
         let oldest = outbox
             .find_one(doc! { "shard": &self.shard })
             .sort(doc! { "seq": 1 })
             .await?
             .and_then(|d| d.get_datetime("createdAt").ok().copied())
             .map_or(Duration::ZERO, |t| {
-                Duration::from_millis((mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0) as u64)
+                Duration::from_millis(
+                    (mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis())
+                        .max(0) as u64,
+                )
             });
         metrics::outbox(&self.shard, pending, oldest);
         Ok(())

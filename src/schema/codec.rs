@@ -13,7 +13,11 @@ pub enum CodecError {
     #[error("Avro body does not decode with writer schema id {id}: {reason}")]
     Decode { id: u32, reason: String },
     #[error("record of schema id {id} cannot be read as `{reader}`: {reason}")]
-    Resolve { id: u32, reader: String, reason: String },
+    Resolve {
+        id: u32,
+        reader: String,
+        reason: String,
+    },
     #[error("value does not encode as `{schema}`: {reason}")]
     Encode { schema: String, reason: String },
 }
@@ -45,7 +49,10 @@ pub fn decode(id: u32, writer: &Schema, reader: &Schema, body: &[u8]) -> Result<
     let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .build()
         .and_then(|r| r.read_value(&mut cursor))
-        .map_err(|e| CodecError::Decode { id, reason: e.to_string() })?;
+        .map_err(|e| CodecError::Decode {
+            id,
+            reason: e.to_string(),
+        })?;
     if !cursor.is_empty() {
         return Err(CodecError::Decode {
             id,
@@ -57,7 +64,9 @@ pub fn decode(id: u32, writer: &Schema, reader: &Schema, body: &[u8]) -> Result<
     }
     value.resolve(reader).map_err(|e| CodecError::Resolve {
         id,
-        reader: reader.name().map_or_else(|| "?".into(), |n| n.fullname(None)),
+        reader: reader
+            .name()
+            .map_or_else(|| "?".into(), |n| n.fullname(None)),
         reason: e.to_string(),
     })
 }
@@ -66,10 +75,13 @@ pub fn decode(id: u32, writer: &Schema, reader: &Schema, body: &[u8]) -> Result<
 pub fn encode(id: u32, schema: &Schema, value: Value) -> Result<Vec<u8>, CodecError> {
     let body = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
-        .and_then(|w| w.write_value_to_vec(value)).map_err(|e| CodecError::Encode {
-        schema: schema.name().map_or_else(|| "?".into(), |n| n.fullname(None)),
-        reason: e.to_string(),
-    })?;
+        .and_then(|w| w.write_value_to_vec(value))
+        .map_err(|e| CodecError::Encode {
+            schema: schema
+                .name()
+                .map_or_else(|| "?".into(), |n| n.fullname(None)),
+            reason: e.to_string(),
+        })?;
     Ok(frame(id, &body))
 }
 
@@ -87,12 +99,17 @@ mod tests {
     #[test]
     fn bad_frames_say_why() {
         assert!(matches!(split_frame(&[0, 1]), Err(CodecError::TooShort(2))));
-        assert!(matches!(split_frame(b"{\"json\":1}"), Err(CodecError::BadMagic(b'{'))));
+        assert!(matches!(
+            split_frame(b"{\"json\":1}"),
+            Err(CodecError::BadMagic(b'{'))
+        ));
     }
 
     #[test]
     fn truncated_body_is_an_error_not_a_panic() {
-        let schema = match Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#) {
+        let schema = match Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#,
+        ) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
@@ -106,6 +123,9 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert!(decode(id, &schema, &schema, body).is_ok());
-        assert!(matches!(decode(id, &schema, &schema, &body[..3]), Err(CodecError::Decode { .. })));
+        assert!(matches!(
+            decode(id, &schema, &schema, &body[..3]),
+            Err(CodecError::Decode { .. })
+        ));
     }
 }

@@ -19,7 +19,11 @@ pub struct FieldError {
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: expected {}, got {}", self.path, self.expected, self.got)
+        write!(
+            f,
+            "{}: expected {}, got {}",
+            self.path, self.expected, self.got
+        )
     }
 }
 
@@ -70,40 +74,87 @@ fn collect_names<'s>(schema: &'s Schema, names: &mut HashMap<Name, &'s Schema>) 
     }
 }
 
-fn convert(json: &Json, schema: &Schema, path: &str, names: &HashMap<Name, &Schema>, errors: &mut Vec<FieldError>) -> Value {
+fn convert(
+    json: &Json,
+    schema: &Schema,
+    path: &str,
+    names: &HashMap<Name, &Schema>,
+    errors: &mut Vec<FieldError>,
+) -> Value {
     let mut fail = |expected: &str| {
-        errors.push(FieldError { path: path.to_string(), expected: expected.to_string(), got: kind_of(json) });
+        errors.push(FieldError {
+            path: path.to_string(),
+            expected: expected.to_string(),
+            got: kind_of(json),
+        });
         Value::Null
     };
     match (schema, json) {
         (Schema::Null, Json::Null) => Value::Null,
         (Schema::Boolean, Json::Bool(b)) => Value::Boolean(*b),
-        (Schema::Int, Json::Number(n)) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map_or_else(|| fail("int (32-bit)"), Value::Int),
-        (Schema::Long, Json::Number(n)) => n.as_i64().map_or_else(|| fail("long (64-bit integer)"), Value::Long),
-        (Schema::Float, Json::Number(n)) => n.as_f64().map_or_else(|| fail("float"), |f| Value::Float(f as f32)),
-        (Schema::Double, Json::Number(n)) => n.as_f64().map_or_else(|| fail("double"), Value::Double),
+        (Schema::Int, Json::Number(n)) => n
+            .as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .map_or_else(|| fail("int (32-bit)"), Value::Int),
+        (Schema::Long, Json::Number(n)) => n
+            .as_i64()
+            .map_or_else(|| fail("long (64-bit integer)"), Value::Long),
+        (Schema::Float, Json::Number(n)) => n
+            .as_f64()
+            .map_or_else(|| fail("float"), |f| Value::Float(f as f32)),
+        (Schema::Double, Json::Number(n)) => {
+            n.as_f64().map_or_else(|| fail("double"), Value::Double)
+        }
         (Schema::String, Json::String(s)) => Value::String(s.clone()),
         (Schema::Bytes, Json::String(s)) => Value::Bytes(s.as_bytes().to_vec()),
         (Schema::Uuid(_), Json::String(s)) => match uuid::Uuid::parse_str(s) {
             Ok(u) => Value::Uuid(u),
             Err(_) => fail("uuid string"),
         },
-        (Schema::Date, Json::Number(n)) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map_or_else(|| fail("date (days since epoch)"), Value::Date),
-        (Schema::TimeMillis, Json::Number(n)) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map_or_else(|| fail("time-millis"), Value::TimeMillis),
-        (Schema::TimeMicros, Json::Number(n)) => n.as_i64().map_or_else(|| fail("time-micros"), Value::TimeMicros),
-        (Schema::TimestampMillis, Json::Number(n)) => n.as_i64().map_or_else(|| fail("timestamp-millis"), Value::TimestampMillis),
-        (Schema::TimestampMicros, Json::Number(n)) => n.as_i64().map_or_else(|| fail("timestamp-micros"), Value::TimestampMicros),
-        (Schema::LocalTimestampMillis, Json::Number(n)) => n.as_i64().map_or_else(|| fail("local-timestamp-millis"), Value::LocalTimestampMillis),
+        (Schema::Date, Json::Number(n)) => n
+            .as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .map_or_else(|| fail("date (days since epoch)"), Value::Date),
+        (Schema::TimeMillis, Json::Number(n)) => n
+            .as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .map_or_else(|| fail("time-millis"), Value::TimeMillis),
+        (Schema::TimeMicros, Json::Number(n)) => n
+            .as_i64()
+            .map_or_else(|| fail("time-micros"), Value::TimeMicros),
+        (Schema::TimestampMillis, Json::Number(n)) => n
+            .as_i64()
+            .map_or_else(|| fail("timestamp-millis"), Value::TimestampMillis),
+        (Schema::TimestampMicros, Json::Number(n)) => n
+            .as_i64()
+            .map_or_else(|| fail("timestamp-micros"), Value::TimestampMicros),
+        (Schema::LocalTimestampMillis, Json::Number(n)) => n.as_i64().map_or_else(
+            || fail("local-timestamp-millis"),
+            Value::LocalTimestampMillis,
+        ),
         (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|x| x == s) {
             Some(i) => Value::Enum(i as u32, s.clone()),
             None => fail(&format!("one of {}", e.symbols.join(", "))),
         },
-        (Schema::Fixed(f), Json::String(s)) if s.len() == f.size => Value::Fixed(f.size, s.as_bytes().to_vec()),
+        (Schema::Fixed(f), Json::String(s)) if s.len() == f.size => {
+            Value::Fixed(f.size, s.as_bytes().to_vec())
+        }
         (Schema::Array(a), Json::Array(items)) => Value::Array(
-            items.iter().enumerate().map(|(i, item)| convert(item, &a.items, &format!("{path}[{i}]"), names, errors)).collect(),
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| convert(item, &a.items, &format!("{path}[{i}]"), names, errors))
+                .collect(),
         ),
         (Schema::Map(m), Json::Object(obj)) => Value::Map(
-            obj.iter().map(|(k, v)| (k.clone(), convert(v, &m.types, &format!("{path}.{k}"), names, errors))).collect(),
+            obj.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        convert(v, &m.types, &format!("{path}.{k}"), names, errors),
+                    )
+                })
+                .collect(),
         ),
         (Schema::Record(r), Json::Object(obj)) => {
             let mut fields = Vec::with_capacity(r.fields.len());
@@ -111,10 +162,18 @@ fn convert(json: &Json, schema: &Schema, path: &str, names: &HashMap<Name, &Sche
                 let field_path = format!("{path}.{}", field.name);
                 let value = match (obj.get(&field.name), &field.default) {
                     (Some(v), _) => convert(v, &field.schema, &field_path, names, errors),
-                    (None, Some(default)) => convert(default, &field.schema, &field_path, names, errors),
-                    (None, None) if accepts_null(&field.schema) => convert(&Json::Null, &field.schema, &field_path, names, errors),
+                    (None, Some(default)) => {
+                        convert(default, &field.schema, &field_path, names, errors)
+                    }
+                    (None, None) if accepts_null(&field.schema) => {
+                        convert(&Json::Null, &field.schema, &field_path, names, errors)
+                    }
                     (None, None) => {
-                        errors.push(FieldError { path: field_path, expected: describe(&field.schema), got: "nothing (field missing)".into() });
+                        errors.push(FieldError {
+                            path: field_path,
+                            expected: describe(&field.schema),
+                            got: "nothing (field missing)".into(),
+                        });
                         Value::Null
                     }
                 };
@@ -122,7 +181,11 @@ fn convert(json: &Json, schema: &Schema, path: &str, names: &HashMap<Name, &Sche
             }
             for key in obj.keys() {
                 if !r.fields.iter().any(|f| &f.name == key) {
-                    errors.push(FieldError { path: format!("{path}.{key}"), expected: "no such field".into(), got: kind_of(&obj[key]) });
+                    errors.push(FieldError {
+                        path: format!("{path}.{key}"),
+                        expected: "no such field".into(),
+                        got: kind_of(&obj[key]),
+                    });
                 }
             }
             Value::Record(fields)
@@ -137,7 +200,13 @@ fn convert(json: &Json, schema: &Schema, path: &str, names: &HashMap<Name, &Sche
 }
 
 /// The first union branch the value fits (null only for JSON null).
-fn union(json: &Json, u: &UnionSchema, path: &str, names: &HashMap<Name, &Schema>, errors: &mut Vec<FieldError>) -> Value {
+fn union(
+    json: &Json,
+    u: &UnionSchema,
+    path: &str,
+    names: &HashMap<Name, &Schema>,
+    errors: &mut Vec<FieldError>,
+) -> Value {
     for (i, variant) in u.variants().iter().enumerate() {
         let mut trial = Vec::new();
         let value = convert(json, variant, path, names, &mut trial);
@@ -146,12 +215,17 @@ fn union(json: &Json, u: &UnionSchema, path: &str, names: &HashMap<Name, &Schema
         }
     }
     let expected: Vec<String> = u.variants().iter().map(describe).collect();
-    errors.push(FieldError { path: path.to_string(), expected: format!("one of [{}]", expected.join(", ")), got: kind_of(json) });
+    errors.push(FieldError {
+        path: path.to_string(),
+        expected: format!("one of [{}]", expected.join(", ")),
+        got: kind_of(json),
+    });
     Value::Null
 }
 
 fn accepts_null(schema: &Schema) -> bool {
-    matches!(schema, Schema::Null) || matches!(schema, Schema::Union(u) if u.variants().iter().any(|v| matches!(v, Schema::Null)))
+    matches!(schema, Schema::Null)
+        || matches!(schema, Schema::Union(u) if u.variants().iter().any(|v| matches!(v, Schema::Null)))
 }
 
 /// A short human name of a schema type, for error messages.
@@ -162,7 +236,12 @@ pub fn describe(schema: &Schema) -> String {
         Schema::Fixed(f) => format!("fixed {} ({} bytes)", f.name.name(), f.size),
         Schema::Array(a) => format!("array of {}", describe(&a.items)),
         Schema::Map(m) => format!("map of {}", describe(&m.types)),
-        Schema::Union(u) => u.variants().iter().map(describe).collect::<Vec<_>>().join(" | "),
+        Schema::Union(u) => u
+            .variants()
+            .iter()
+            .map(describe)
+            .collect::<Vec<_>>()
+            .join(" | "),
         other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)).to_lowercase(),
     }
 }
@@ -183,14 +262,27 @@ pub fn avro_to_json(value: &Value) -> Json {
         | Value::LocalTimestampNanos(i) => Json::from(*i),
         Value::Float(f) => Json::from(f64::from(*f)),
         Value::Double(f) => Json::from(*f),
-        Value::Bytes(b) | Value::Fixed(_, b) => Json::String(String::from_utf8_lossy(b).into_owned()),
+        Value::Bytes(b) | Value::Fixed(_, b) => {
+            Json::String(String::from_utf8_lossy(b).into_owned())
+        }
         Value::String(s) | Value::Enum(_, s) => Json::String(s.clone()),
         Value::Union(_, inner) => avro_to_json(inner),
         Value::Array(items) => Json::Array(items.iter().map(avro_to_json).collect()),
-        Value::Map(map) => Json::Object(map.iter().map(|(k, v)| (k.clone(), avro_to_json(v))).collect()),
-        Value::Record(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), avro_to_json(v))).collect()),
+        Value::Map(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), avro_to_json(v)))
+                .collect(),
+        ),
+        Value::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), avro_to_json(v)))
+                .collect(),
+        ),
         Value::Uuid(u) => Json::String(u.to_string()),
-        Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => Json::String(format!("{value:?}")),
+        Value::Decimal(_) | Value::BigDecimal(_) | Value::Duration(_) => {
+            Json::String(format!("{value:?}"))
+        }
     }
 }
 
@@ -227,8 +319,16 @@ mod tests {
 
     #[test]
     fn every_field_error_at_once() {
-        let errors = json_to_avro(&json!({"amount": "ten", "kind": "C", "extra": 1}), &schema()).err();
-        let paths: Vec<String> = errors.unwrap_or_default().into_iter().map(|e| e.path).collect();
+        let errors = json_to_avro(
+            &json!({"amount": "ten", "kind": "C", "extra": 1}),
+            &schema(),
+        )
+        .err();
+        let paths: Vec<String> = errors
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert_eq!(paths, vec!["$.id", "$.amount", "$.kind", "$.extra"]);
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id, post_schema};
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_schema_by_id, post_schema,
+};
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use crate::config::CompatLevel;
@@ -28,6 +30,8 @@ pub struct Registry {
     settings: SrSettings,
     http: reqwest::Client,
     by_id: RwLock<HashMap<u32, Arc<Schema>>>,
+    /// (subject, schema text) → id of what this process registered or looked up already.
+    registered: RwLock<HashMap<(String, String), u32>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -38,7 +42,8 @@ impl std::fmt::Debug for Registry {
 
 fn from_src(e: schema_registry_converter::error::SRCError) -> RegistryError {
     let text = format!("{} {}", e.error, e.cause.clone().unwrap_or_default());
-    let not_found = text.contains("404") || text.contains("40403") || text.to_lowercase().contains("not found");
+    let not_found =
+        text.contains("404") || text.contains("40403") || text.to_lowercase().contains("not found");
     RegistryError {
         message: match e.cause {
             Some(cause) => format!("{}: {cause}", e.error),
@@ -55,16 +60,20 @@ impl Registry {
             .set_timeout(timeout)
             .build()
             .map_err(from_src)?;
-        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| RegistryError {
-            message: format!("cannot build an HTTP client: {e}"),
-            transient: false,
-            not_found: false,
-        })?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| RegistryError {
+                message: format!("cannot build an HTTP client: {e}"),
+                transient: false,
+                not_found: false,
+            })?;
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             settings,
             http,
             by_id: RwLock::new(HashMap::new()),
+            registered: RwLock::new(HashMap::new()),
         })
     }
 
@@ -77,7 +86,9 @@ impl Registry {
         if let Some(s) = self.by_id.read().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(s);
         }
-        let registered = get_schema_by_id(id, &self.settings).await.map_err(from_src)?;
+        let registered = get_schema_by_id(id, &self.settings)
+            .await
+            .map_err(from_src)?;
         let schema = Schema::parse_str(&registered.schema).map_err(|e| RegistryError {
             message: format!("schema id {id} is not valid Avro: {e}"),
             transient: false,
@@ -92,10 +103,28 @@ impl Registry {
 
     /// Registers `schema` under `subject` (a no-op returning the id if it is there already).
     pub async fn register(&self, subject: &str, schema: &AvroSchema) -> Result<u32, RegistryError> {
-        let supplied = SuppliedSchema::new(Some(schema.full_name.clone()), SchemaType::Avro, schema.text.clone());
-        let registered = post_schema(&self.settings, subject.to_string(), supplied).await.map_err(from_src)?;
+        let cache_key = (subject.to_string(), schema.text.clone());
+        if let Some(id) = self
+            .registered
+            .read()
+            .ok()
+            .and_then(|m| m.get(&cache_key).copied())
+        {
+            return Ok(id);
+        }
+        let supplied = SuppliedSchema::new(
+            Some(schema.full_name.clone()),
+            SchemaType::Avro,
+            schema.text.clone(),
+        );
+        let registered = post_schema(&self.settings, subject.to_string(), supplied)
+            .await
+            .map_err(from_src)?;
         if let Ok(mut map) = self.by_id.write() {
             map.insert(registered.id, Arc::new(schema.schema.clone()));
+        }
+        if let Ok(mut map) = self.registered.write() {
+            map.insert(cache_key, registered.id);
         }
         Ok(registered.id)
     }
@@ -110,7 +139,11 @@ impl Registry {
             .json(&serde_json::json!({ "compatibility": level.as_str() }))
             .send()
             .await
-            .map_err(|e| RegistryError { message: format!("PUT {url}: {e}"), transient: true, not_found: false })?;
+            .map_err(|e| RegistryError {
+                message: format!("PUT {url}: {e}"),
+                transient: true,
+                not_found: false,
+            })?;
         if response.status().is_success() {
             Ok(())
         } else {

@@ -43,19 +43,44 @@ pub struct Unavailable {
 
 /// Decodes and routes one record. Only an unreachable registry is an error; everything else that
 /// is wrong with the record makes a dead letter.
-pub async fn decode(record: &RawRecord, source: &Source, registry: &Registry, runner: &StageRunner) -> Result<BatchEvent, Unavailable> {
+pub async fn decode(
+    record: &RawRecord,
+    source: &Source,
+    registry: &Registry,
+    runner: &StageRunner,
+) -> Result<BatchEvent, Unavailable> {
     let fallback_id = record
         .event_id_header
         .clone()
         .unwrap_or_else(|| format!("{}-{}-{}", record.topic, record.partition, record.offset));
     let dead = |class: &'static str, message: String, event_id: &str| {
-        let origin = Origin { topic: record.topic.clone(), partition: record.partition, offset: record.offset };
-        let failure = Failure { class, message, stage: "source".into() };
+        let origin = Origin {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+        };
+        let failure = Failure {
+            class,
+            message,
+            stage: "source".into(),
+        };
         let now = chrono_millis();
-        BatchEvent::Dead(Box::new(DeadLetter::new(&source.dlq_topic, record.key.clone(), record.value.clone(), event_id, &origin, &failure, now)))
+        BatchEvent::Dead(Box::new(DeadLetter::new(
+            &source.dlq_topic,
+            record.key.clone(),
+            record.value.clone(),
+            event_id,
+            &origin,
+            &failure,
+            now,
+        )))
     };
     let Some(value) = &record.value else {
-        return Ok(dead("wire-format", "record has no value (a tombstone)".into(), &fallback_id));
+        return Ok(dead(
+            "wire-format",
+            "record has no value (a tombstone)".into(),
+            &fallback_id,
+        ));
     };
     let (schema_id, body) = match codec::split_frame(value) {
         Ok(split) => split,
@@ -64,22 +89,42 @@ pub async fn decode(record: &RawRecord, source: &Source, registry: &Registry, ru
     let writer = match registry.schema_by_id(schema_id).await {
         Ok(w) => w,
         Err(e) if e.transient => {
-            return Err(Unavailable { topic: record.topic.clone(), partition: record.partition, offset: record.offset, source: e });
+            return Err(Unavailable {
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                source: e,
+            });
         }
-        Err(e) => return Ok(dead("unknown-schema", format!("schema id {schema_id}: {}", e.message), &fallback_id)),
+        Err(e) => {
+            return Ok(dead(
+                "unknown-schema",
+                format!("schema id {schema_id}: {}", e.message),
+                &fallback_id,
+            ));
+        }
     };
     let writer_name = writer.name().map(|n| n.fullname(None)).unwrap_or_default();
     let Some(reader) = source.schema_for(&writer_name).map(Arc::clone) else {
-        let accepted: Vec<&str> = source.schemas.iter().map(|s| s.full_name.as_str()).collect();
+        let accepted: Vec<&str> = source
+            .schemas
+            .iter()
+            .map(|s| s.full_name.as_str())
+            .collect();
         return Ok(dead(
             "schema-mismatch",
-            format!("record type `{writer_name}` (schema id {schema_id}) is not one this source reads: {}", accepted.join(", ")),
+            format!(
+                "record type `{writer_name}` (schema id {schema_id}) is not one this source reads: {}",
+                accepted.join(", ")
+            ),
             &fallback_id,
         ));
     };
     let avro = match codec::decode(schema_id, &writer, &reader.schema, body) {
         Ok(v) => v,
-        Err(e @ CodecError::Resolve { .. }) => return Ok(dead("schema-mismatch", e.to_string(), &fallback_id)),
+        Err(e @ CodecError::Resolve { .. }) => {
+            return Ok(dead("schema-mismatch", e.to_string(), &fallback_id));
+        }
         Err(e) => return Ok(dead("avro-decode", e.to_string(), &fallback_id)),
     };
     let payload = avro_to_json(&avro);
@@ -95,7 +140,10 @@ pub async fn decode(record: &RawRecord, source: &Source, registry: &Registry, ru
             }
         })
         .unwrap_or(fallback_id);
-    let key_text = record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
+    let key_text = record
+        .key
+        .as_deref()
+        .map(|k| String::from_utf8_lossy(k).into_owned());
     let meta = json!({
         "type": reader.short_name(),
         "eventId": event_id,
@@ -108,8 +156,16 @@ pub async fn decode(record: &RawRecord, source: &Source, registry: &Registry, ru
     let routed = match runner.route(source, &payload, &meta) {
         Ok(r) => r,
         Err(f) => {
-            let origin = Origin { topic: record.topic.clone(), partition: record.partition, offset: record.offset };
-            let failure = Failure { class: f.class, message: f.message, stage: f.stage };
+            let origin = Origin {
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            let failure = Failure {
+                class: f.class,
+                message: f.message,
+                stage: f.stage,
+            };
             return Ok(BatchEvent::Dead(Box::new(DeadLetter::new(
                 &source.dlq_topic,
                 record.key.clone(),
@@ -127,7 +183,9 @@ pub async fn decode(record: &RawRecord, source: &Source, registry: &Registry, ru
         meta,
         event_type: reader.short_name().to_string(),
         schema_id,
-        subject: source.subject_strategy.subject(&source.topic, &reader.full_name),
+        subject: source
+            .subject_strategy
+            .subject(&source.topic, &reader.full_name),
         routed,
         key: record.key.clone(),
         value: record.value.clone(),

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -29,8 +31,14 @@ use crate::store::PartitionClaim;
 pub enum SourceError {
     #[error("kafka consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("record {topic}[{partition}]@{offset} arrived outside its partition queue; stopped so it is re-read after a restart")]
-    StrayRecord { topic: String, partition: i32, offset: i64 },
+    #[error(
+        "record {topic}[{partition}]@{offset} arrived outside its partition queue; stopped so it is re-read after a restart"
+    )]
+    StrayRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 struct Worker {
@@ -50,19 +58,37 @@ pub struct SourceContext {
 impl ClientContext for SourceContext {}
 
 impl ConsumerContext for SourceContext {
-    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let wanted: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let wanted: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 let claims = self.claim_all(&wanted);
                 for claim in &claims {
                     let offset = claim.next_offset.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = tpl.set_partition_offset(&claim.topic, claim.partition, offset) {
-                        tracing::error!("cannot position {}[{}]: {e}", claim.topic, claim.partition);
+                    if let Err(e) = tpl.set_partition_offset(&claim.topic, claim.partition, offset)
+                    {
+                        tracing::error!(
+                            "cannot position {}[{}]: {e}",
+                            claim.topic,
+                            claim.partition
+                        );
                     }
                 }
-                let assigned = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
+                let assigned = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
                 if let Err(e) = assigned {
                     tracing::error!("assignment failed: {e}");
                     return;
@@ -70,9 +96,17 @@ impl ConsumerContext for SourceContext {
                 self.start_workers(claims);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let revoked: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let revoked: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 self.stop_workers(&revoked);
-                let result = if cooperative { base.incremental_unassign(tpl) } else { base.unassign() };
+                let result = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
                 if let Err(e) = result {
                     tracing::error!("unassignment failed: {e}");
                 }
@@ -129,17 +163,34 @@ impl SourceContext {
     }
 
     fn start_workers(&self, claims: Vec<PartitionClaim>) {
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
-        let Ok(mut workers) = self.workers.lock() else { return };
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
         for claim in claims {
-            let Some(source) = self.topology.source_for_topic(&claim.topic).cloned() else { continue };
+            let Some(source) = self.topology.source_for_topic(&claim.topic).cloned() else {
+                continue;
+            };
             let Some(queue) = consumer.split_partition_queue(&claim.topic, claim.partition) else {
-                tracing::error!("cannot split the queue of {}[{}]", claim.topic, claim.partition);
+                tracing::error!(
+                    "cannot split the queue of {}[{}]",
+                    claim.topic,
+                    claim.partition
+                );
                 continue;
             };
             let (stop, stop_rx) = watch::channel(false);
             let key = (claim.topic.clone(), claim.partition);
-            let handle = tokio::spawn(partition::run(Arc::clone(&self.shared), source, claim, queue, Arc::downgrade(&consumer), stop_rx));
+            let handle = tokio::spawn(partition::run(
+                Arc::clone(&self.shared),
+                source,
+                claim,
+                queue,
+                Arc::downgrade(&consumer),
+                stop_rx,
+            ));
             workers.insert(key, Worker { stop, handle });
         }
     }
@@ -148,7 +199,11 @@ impl SourceContext {
     fn stop_workers(&self, partitions: &[(String, i32)]) {
         let stopped: Vec<Worker> = match self.workers.lock() {
             Ok(mut workers) => {
-                let keys: Vec<(String, i32)> = if partitions.is_empty() { workers.keys().cloned().collect() } else { partitions.to_vec() };
+                let keys: Vec<(String, i32)> = if partitions.is_empty() {
+                    workers.keys().cloned().collect()
+                } else {
+                    partitions.to_vec()
+                };
                 keys.iter().filter_map(|k| workers.remove(k)).collect()
             }
             Err(_) => Vec::new(),
@@ -166,7 +221,11 @@ impl SourceContext {
 }
 
 /// The processor side of `outflow run`: consumes every source topic until `stop` turns true.
-pub async fn run(topology: Arc<Topology>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<(), SourceError> {
+pub async fn run(
+    topology: Arc<Topology>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
     let mut config = crate::health::kafka_config(&topology.kafka);
     config
         .set("group.id", &topology.kafka.group_id)
@@ -183,7 +242,8 @@ pub async fn run(topology: Arc<Topology>, shared: Arc<Shared>, mut stop: watch::
         workers: Mutex::new(HashMap::new()),
         stopping: stop.clone(),
     };
-    let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(config.create_with_context(context)?);
+    let consumer: Arc<StreamConsumer<SourceContext>> =
+        Arc::new(config.create_with_context(context)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let topics: Vec<&str> = topology
         .sources

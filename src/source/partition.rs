@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use tokio::sync::watch;
 
@@ -91,7 +91,14 @@ pub async fn run(
         }
         if let (Some(last), Some(consumer)) = (records.last(), consumer.upgrade()) {
             let mut tpl = TopicPartitionList::new();
-            if tpl.add_partition_offset(&claim.topic, claim.partition, rdkafka::Offset::Offset(last.offset + 1)).is_ok() {
+            if tpl
+                .add_partition_offset(
+                    &claim.topic,
+                    claim.partition,
+                    rdkafka::Offset::Offset(last.offset + 1),
+                )
+                .is_ok()
+            {
                 // for lag tools only: the truth is the offset stored with the batch in Mongo
                 let _ = consumer.commit(&tpl, CommitMode::Async);
             }
@@ -102,10 +109,22 @@ pub async fn run(
 }
 
 /// Decodes a batch (waiting out registry outages) and commits it (waiting out transient store errors).
-async fn process(shared: &Shared, source: &Source, claim: &PartitionClaim, records: &[RawRecord], stop: &watch::Receiver<bool>) -> Result<(), StoreError> {
-    let Some(last) = records.last() else { return Ok(()) };
+async fn process(
+    shared: &Shared,
+    source: &Source,
+    claim: &PartitionClaim,
+    records: &[RawRecord],
+    stop: &watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
     let mut events: Vec<BatchEvent> = Vec::with_capacity(records.len());
-    let mut delays = ExponentialBuilder::default().with_jitter().with_max_delay(Duration::from_secs(5)).without_max_times().build();
+    let mut delays = ExponentialBuilder::default()
+        .with_jitter()
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build();
     for record in records {
         loop {
             match decode(record, source, &shared.registry, &shared.runner).await {
@@ -128,7 +147,14 @@ async fn process(shared: &Shared, source: &Source, claim: &PartitionClaim, recor
     let stopping = || *stop.borrow(); // a started batch gets its first attempt even during shutdown
     let report = shared
         .store
-        .commit_batch(claim, &events, last.offset + 1, &shared.runner, &source.dlq_topic, &stopping)
+        .commit_batch(
+            claim,
+            &events,
+            last.offset + 1,
+            &shared.runner,
+            &source.dlq_topic,
+            &stopping,
+        )
         .await?;
     metrics::batch(records.len(), started.elapsed(), report.retries);
     metrics::source_records(&claim.topic, "processed", report.processed);

@@ -70,7 +70,10 @@ impl JqProgram {
                     Some((_, jaq_core::load::Error::Parse(errs))) => match errs.first() {
                         Some((expect, at)) => {
                             let found = if at.is_empty() { "end of program" } else { at };
-                            (format!("expected {}, found `{found}`", expect.as_str()), *at)
+                            (
+                                format!("expected {}, found `{found}`", expect.as_str()),
+                                *at,
+                            )
                         }
                         None => ("cannot be parsed".to_string(), ""),
                     },
@@ -135,9 +138,9 @@ impl JqProgram {
     /// jq truthiness: anything but `false` and `null` (and no output at all).
     pub fn holds(&self, input: &serde_json::Value) -> Result<bool, JqRunError> {
         let outputs = self.run(input)?;
-        Ok(outputs
-            .first()
-            .is_some_and(|v| !matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false))))
+        Ok(outputs.first().is_some_and(|v| {
+            !matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false))
+        }))
     }
 
     fn error(&self, message: String) -> JqRunError {

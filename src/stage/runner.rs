@@ -53,8 +53,16 @@ pub struct StageRunner {
 }
 
 impl StageRunner {
-    pub fn new(topology: Arc<Topology>, custom: HashMap<String, Arc<dyn Stage>>, schema_ids: HashMap<(String, String), u32>) -> Self {
-        Self { topology, custom, schema_ids }
+    pub fn new(
+        topology: Arc<Topology>,
+        custom: HashMap<String, Arc<dyn Stage>>,
+        schema_ids: HashMap<(String, String), u32>,
+    ) -> Self {
+        Self {
+            topology,
+            custom,
+            schema_ids,
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -62,56 +70,112 @@ impl StageRunner {
     }
 
     /// The first stage of `source` whose `when` holds, with the entity it targets; `None` if no stage wants it.
-    pub fn route(&self, source: &Source, event: &Json, meta: &Json) -> Result<Option<Routed>, StageFailure> {
+    pub fn route(
+        &self,
+        source: &Source,
+        event: &Json,
+        meta: &Json,
+    ) -> Result<Option<Routed>, StageFailure> {
         let input = json!({ "event": event, "state": null, "meta": meta });
         for (index, stage) in self.topology.stages.iter().enumerate() {
             if stage.source != source.name {
                 continue;
             }
             if let Some(when) = &stage.when {
-                let holds = when.holds(&input).map_err(|e| failure("stage-error", stage, e.to_string()))?;
+                let holds = when
+                    .holds(&input)
+                    .map_err(|e| failure("stage-error", stage, e.to_string()))?;
                 if !holds {
                     continue;
                 }
             }
-            let id = stage.entity_id.run_one(&input).map_err(|e| failure("entity-id", stage, e.to_string()))?;
+            let id = stage
+                .entity_id
+                .run_one(&input)
+                .map_err(|e| failure("entity-id", stage, e.to_string()))?;
             let entity_id = scalar_text(&id).ok_or_else(|| {
-                failure("entity-id", stage, format!("entity id must be a non-empty string or number, got {id}"))
+                failure(
+                    "entity-id",
+                    stage,
+                    format!("entity id must be a non-empty string or number, got {id}"),
+                )
             })?;
-            return Ok(Some(Routed { stage: index, entity_kind: stage.entity_kind.clone(), entity_id }));
+            return Ok(Some(Routed {
+                stage: index,
+                entity_kind: stage.entity_kind.clone(),
+                entity_id,
+            }));
         }
         Ok(None)
     }
 
     /// Applies stage `index` to one event given the entity's current state.
-    pub fn apply(&self, index: usize, event: &Json, state: Option<&Json>, meta: &Json) -> Result<Applied, StageFailure> {
+    pub fn apply(
+        &self,
+        index: usize,
+        event: &Json,
+        state: Option<&Json>,
+        meta: &Json,
+    ) -> Result<Applied, StageFailure> {
         let Some(stage) = self.topology.stages.get(index) else {
-            return Err(StageFailure { class: "stage-error", stage: String::new(), message: format!("no stage #{index}") });
+            return Err(StageFailure {
+                class: "stage-error",
+                stage: String::new(),
+                message: format!("no stage #{index}"),
+            });
         };
         match &stage.kind {
             StageKind::Jq { state: program } => {
                 let input = json!({ "event": event, "state": state, "meta": meta });
-                let new_state = program.run_one(&input).map_err(|e| failure("stage-error", stage, e.to_string()))?;
-                let emit_input = json!({ "event": event, "state": new_state, "previous": state, "meta": meta });
+                let new_state = program
+                    .run_one(&input)
+                    .map_err(|e| failure("stage-error", stage, e.to_string()))?;
+                let emit_input =
+                    json!({ "event": event, "state": new_state, "previous": state, "meta": meta });
                 let mut outbox = Vec::new();
                 for emit in &stage.emits {
                     if let Some(when) = &emit.when {
-                        if !when.holds(&emit_input).map_err(|e| failure("stage-error", stage, e.to_string()))? {
+                        if !when
+                            .holds(&emit_input)
+                            .map_err(|e| failure("stage-error", stage, e.to_string()))?
+                        {
                             continue;
                         }
                     }
-                    let key = emit.key.run_one(&emit_input).map_err(|e| failure("stage-error", stage, e.to_string()))?;
-                    let key = scalar_text(&key).ok_or_else(|| failure("emit-invalid", stage, format!("emit key must be a string or number, got {key}")))?;
-                    let value = emit.value.run_one(&emit_input).map_err(|e| failure("stage-error", stage, e.to_string()))?;
+                    let key = emit
+                        .key
+                        .run_one(&emit_input)
+                        .map_err(|e| failure("stage-error", stage, e.to_string()))?;
+                    let key = scalar_text(&key).ok_or_else(|| {
+                        failure(
+                            "emit-invalid",
+                            stage,
+                            format!("emit key must be a string or number, got {key}"),
+                        )
+                    })?;
+                    let value = emit
+                        .value
+                        .run_one(&emit_input)
+                        .map_err(|e| failure("stage-error", stage, e.to_string()))?;
                     outbox.push(self.encode(stage, emit, key, &value)?);
                 }
-                Ok(Applied { state: new_state, outbox })
+                Ok(Applied {
+                    state: new_state,
+                    outbox,
+                })
             }
             StageKind::Custom { name } => {
                 let Some(custom) = self.custom.get(name) else {
-                    return Err(failure("stage-error", stage, format!("custom stage `{name}` is not registered")));
+                    return Err(failure(
+                        "stage-error",
+                        stage,
+                        format!("custom stage `{name}` is not registered"),
+                    ));
                 };
-                let StageOutput { state: new_state, emits } = custom
+                let StageOutput {
+                    state: new_state,
+                    emits,
+                } = custom
                     .apply(StageInput { event, state, meta })
                     .map_err(|e| failure("stage-error", stage, e.0))?;
                 let mut outbox = Vec::new();
@@ -121,29 +185,66 @@ impl StageRunner {
                     })?;
                     outbox.push(self.encode(stage, emit, emitted.key, &emitted.value)?);
                 }
-                Ok(Applied { state: new_state, outbox })
+                Ok(Applied {
+                    state: new_state,
+                    outbox,
+                })
             }
         }
     }
 
     /// Checks `value` against the emit's schema and encodes it in the wire format.
-    fn encode(&self, stage: &StageDef, emit: &EmitDef, key: String, value: &Json) -> Result<OutboxDraft, StageFailure> {
+    fn encode(
+        &self,
+        stage: &StageDef,
+        emit: &EmitDef,
+        key: String,
+        value: &Json,
+    ) -> Result<OutboxDraft, StageFailure> {
         let avro = avro_json::json_to_avro(value, &emit.schema.schema).map_err(|errors| {
             let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            failure("emit-invalid", stage, format!("value for `{}` does not fit `{}`: {}", emit.topic, emit.schema.full_name, list.join("; ")))
+            failure(
+                "emit-invalid",
+                stage,
+                format!(
+                    "value for `{}` does not fit `{}`: {}",
+                    emit.topic,
+                    emit.schema.full_name,
+                    list.join("; ")
+                ),
+            )
         })?;
         let id = self
             .schema_ids
             .get(&(emit.topic.clone(), emit.schema.full_name.clone()))
             .copied()
-            .ok_or_else(|| failure("emit-invalid", stage, format!("no registry id for `{}` on `{}`", emit.schema.full_name, emit.topic)))?;
-        let payload = codec::encode(id, &emit.schema.schema, avro).map_err(|e| failure("emit-invalid", stage, e.to_string()))?;
-        Ok(OutboxDraft { topic: emit.topic.clone(), key, payload, event_type: emit.schema.short_name().to_string() })
+            .ok_or_else(|| {
+                failure(
+                    "emit-invalid",
+                    stage,
+                    format!(
+                        "no registry id for `{}` on `{}`",
+                        emit.schema.full_name, emit.topic
+                    ),
+                )
+            })?;
+        let payload = codec::encode(id, &emit.schema.schema, avro)
+            .map_err(|e| failure("emit-invalid", stage, e.to_string()))?;
+        Ok(OutboxDraft {
+            topic: emit.topic.clone(),
+            key,
+            payload,
+            event_type: emit.schema.short_name().to_string(),
+        })
     }
 }
 
 fn failure(class: &'static str, stage: &StageDef, message: String) -> StageFailure {
-    StageFailure { class, stage: stage.name.clone(), message }
+    StageFailure {
+        class,
+        stage: stage.name.clone(),
+        message,
+    }
 }
 
 /// A string or number as text; anything else (or an empty string) is not an id.

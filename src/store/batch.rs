@@ -7,7 +7,7 @@ use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
 use mongodb::{ClientSession, Namespace};
 use serde_json::{Value as Json, json};
 
-use super::documents::{self, EVENT_LOG, OFFSETS, OUTBOX, EventLogEntry, OutboxEntry};
+use super::documents::{self, EVENT_LOG, EventLogEntry, OFFSETS, OUTBOX, OutboxEntry};
 use super::{Store, StoreError, txn};
 use crate::dlq::{DeadLetter, Failure, Origin};
 use crate::stage::{Routed, StageRunner};
@@ -80,7 +80,10 @@ impl Store {
         let mut retrier = txn::Retrier::new(stop);
         loop {
             retrier.begin(&mut session).await?;
-            match self.attempt(&mut session, claim, events, next_offset, runner, dlq_topic).await {
+            match self
+                .attempt(&mut session, claim, events, next_offset, runner, dlq_topic)
+                .await
+            {
                 Ok(mut report) => {
                     if retrier.commit(&mut session).await? {
                         report.retries = retrier.retries;
@@ -103,9 +106,15 @@ impl Store {
         dlq_topic: &str,
     ) -> Result<BatchReport, StoreError> {
         let base_seq = self.fence(session, claim, next_offset).await?;
-        let plan = self.plan(session, claim, events, runner, dlq_topic, base_seq).await?;
+        let plan = self
+            .plan(session, claim, events, runner, dlq_topic, base_seq)
+            .await?;
         if !plan.models.is_empty() {
-            self.client.bulk_write(plan.models).ordered(true).session(&mut *session).await?;
+            self.client
+                .bulk_write(plan.models)
+                .ordered(true)
+                .session(&mut *session)
+                .await?;
         }
         if plan.outbox_count > 0 {
             self.db
@@ -121,7 +130,12 @@ impl Store {
     }
 
     /// Writes the new offset if and only if we still own the partition; returns the outbox sequence base.
-    async fn fence(&self, session: &mut ClientSession, claim: &PartitionClaim, next_offset: i64) -> Result<i64, StoreError> {
+    async fn fence(
+        &self,
+        session: &mut ClientSession,
+        claim: &PartitionClaim,
+        next_offset: i64,
+    ) -> Result<i64, StoreError> {
         let before = self
             .db
             .collection::<Document>(OFFSETS)
@@ -133,7 +147,11 @@ impl Store {
             .await?;
         match before {
             Some(doc) => Ok(doc.get_i64("outboxSeq").unwrap_or(0)),
-            None => Err(StoreError::Fenced { topic: claim.topic.clone(), partition: claim.partition, ours: claim.epoch }),
+            None => Err(StoreError::Fenced {
+                topic: claim.topic.clone(),
+                partition: claim.partition,
+                ours: claim.epoch,
+            }),
         }
     }
 
@@ -175,7 +193,10 @@ impl Store {
             if let BatchEvent::Decoded(d) = e {
                 if let Some(r) = &d.routed {
                     if !seen.contains(&d.event_id) {
-                        wanted.entry(r.entity_kind.as_str()).or_default().push(r.entity_id.as_str());
+                        wanted
+                            .entry(r.entity_kind.as_str())
+                            .or_default()
+                            .push(r.entity_id.as_str());
                     }
                 }
             }
@@ -183,7 +204,9 @@ impl Store {
         let topology = runner.topology();
         let mut states: HashMap<(String, String), (Option<Json>, i64)> = HashMap::new();
         for (kind, ids) in &wanted {
-            let collection = topology.entity(kind).map_or(*kind, |e| e.collection.as_str());
+            let collection = topology
+                .entity(kind)
+                .map_or(*kind, |e| e.collection.as_str());
             let mut cursor = self
                 .db
                 .collection::<Document>(collection)
@@ -197,7 +220,16 @@ impl Store {
                 states.insert((kind.to_string(), id), (state, version));
             }
         }
-        Ok(fold(claim, events, runner, dlq_topic, base_seq, seen, states, self.db.name()))
+        Ok(fold(
+            claim,
+            events,
+            runner,
+            dlq_topic,
+            base_seq,
+            seen,
+            states,
+            self.db.name(),
+        ))
     }
 }
 
@@ -221,9 +253,17 @@ fn fold(
     let mut report = BatchReport::default();
     let mut seq = base_seq;
     let mut touched: Vec<(String, String, String)> = Vec::new(); // kind, id, last event id
-    let push_dead = |models: &mut Vec<WriteModel>, report: &mut BatchReport, seq: &mut i64, dead: &DeadLetter| {
+    let push_dead = |models: &mut Vec<WriteModel>,
+                     report: &mut BatchReport,
+                     seq: &mut i64,
+                     dead: &DeadLetter| {
         *seq += 1;
-        let aggregate_id = dead.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let aggregate_id = dead
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .into_owned();
         let doc = documents::outbox_doc(
             OutboxEntry {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -240,7 +280,13 @@ fn fold(
             },
             now,
         );
-        models.push(InsertOneModel::builder().namespace(ns(OUTBOX)).document(doc).build().into());
+        models.push(
+            InsertOneModel::builder()
+                .namespace(ns(OUTBOX))
+                .document(doc)
+                .build()
+                .into(),
+        );
         report.dead_letters.push((dead.class, dead.topic.clone()));
     };
     for event in events {
@@ -259,12 +305,17 @@ fn fold(
             report.skipped += 1;
             continue;
         };
-        let slot = states.entry((routed.entity_kind.clone(), routed.entity_id.clone())).or_insert((None, 0));
+        let slot = states
+            .entry((routed.entity_kind.clone(), routed.entity_id.clone()))
+            .or_insert((None, 0));
         let version = slot.1 + 1;
         let mut meta = d.meta.clone();
         if let Json::Object(m) = &mut meta {
             m.insert("version".into(), json!(version));
-            m.insert("entity".into(), json!({ "kind": routed.entity_kind, "id": routed.entity_id }));
+            m.insert(
+                "entity".into(),
+                json!({ "kind": routed.entity_kind, "id": routed.entity_id }),
+            );
         }
         match runner.apply(routed.stage, &d.payload, slot.0.as_ref(), &meta) {
             Ok(applied) => {
@@ -281,7 +332,13 @@ fn fold(
                     offset: d.offset,
                     version,
                 };
-                models.push(InsertOneModel::builder().namespace(ns(EVENT_LOG)).document(documents::event_log_doc(&entry, now)).build().into());
+                models.push(
+                    InsertOneModel::builder()
+                        .namespace(ns(EVENT_LOG))
+                        .document(documents::event_log_doc(&entry, now))
+                        .build()
+                        .into(),
+                );
                 for draft in &applied.outbox {
                     seq += 1;
                     let headers: Vec<(String, String)> = Vec::new();
@@ -301,25 +358,55 @@ fn fold(
                         },
                         now,
                     );
-                    models.push(InsertOneModel::builder().namespace(ns(OUTBOX)).document(doc).build().into());
+                    models.push(
+                        InsertOneModel::builder()
+                            .namespace(ns(OUTBOX))
+                            .document(doc)
+                            .build()
+                            .into(),
+                    );
                     report.outbox_records += 1;
                 }
                 *slot = (Some(applied.state), version);
                 touched.retain(|(k, i, _)| !(k == &routed.entity_kind && i == &routed.entity_id));
-                touched.push((routed.entity_kind.clone(), routed.entity_id.clone(), d.event_id.clone()));
+                touched.push((
+                    routed.entity_kind.clone(),
+                    routed.entity_id.clone(),
+                    d.event_id.clone(),
+                ));
                 report.processed += 1;
             }
             Err(failure) => {
-                let failure = Failure { class: failure.class, message: failure.message, stage: failure.stage };
-                let origin = Origin { topic: claim.topic.clone(), partition: claim.partition, offset: d.offset };
-                let dead = DeadLetter::new(dlq_topic, d.key.clone(), d.value.clone(), &d.event_id, &origin, &failure, now.timestamp_millis());
+                let failure = Failure {
+                    class: failure.class,
+                    message: failure.message,
+                    stage: failure.stage,
+                };
+                let origin = Origin {
+                    topic: claim.topic.clone(),
+                    partition: claim.partition,
+                    offset: d.offset,
+                };
+                let dead = DeadLetter::new(
+                    dlq_topic,
+                    d.key.clone(),
+                    d.value.clone(),
+                    &d.event_id,
+                    &origin,
+                    &failure,
+                    now.timestamp_millis(),
+                );
                 push_dead(&mut models, &mut report, &mut seq, &dead);
             }
         }
     }
     for (kind, id, last_event) in touched {
-        let Some((Some(state), version)) = states.get(&(kind.clone(), id.clone())) else { continue };
-        let collection = topology.entity(&kind).map_or(kind.as_str(), |e| e.collection.as_str());
+        let Some((Some(state), version)) = states.get(&(kind.clone(), id.clone())) else {
+            continue;
+        };
+        let collection = topology
+            .entity(&kind)
+            .map_or(kind.as_str(), |e| e.collection.as_str());
         let replacement = documents::entity_doc(&id, state, *version, &last_event, now);
         models.push(
             ReplaceOneModel::builder()
@@ -332,5 +419,9 @@ fn fold(
         );
     }
     report.outbox_records += report.dead_letters.len();
-    Plan { models, report, outbox_count: seq - base_seq }
+    Plan {
+        models,
+        report,
+        outbox_count: seq - base_seq,
+    }
 }

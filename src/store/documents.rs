@@ -10,7 +10,10 @@ pub const OFFSETS: &str = "offsets";
 pub const LEASES: &str = "relay_leases";
 
 pub fn binary(bytes: Vec<u8>) -> Bson {
-    Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes })
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
 }
 
 /// JSON → BSON without surprises (integers stay integers).
@@ -62,7 +65,13 @@ pub fn event_log_doc(e: &EventLogEntry<'_>, now: DateTime) -> Document {
     }
 }
 
-pub fn entity_doc(id: &str, state: &Json, version: i64, last_event_id: &str, now: DateTime) -> Document {
+pub fn entity_doc(
+    id: &str,
+    state: &Json,
+    version: i64,
+    last_event_id: &str,
+    now: DateTime,
+) -> Document {
     doc! {
         "_id": id,
         "state": to_bson(state),

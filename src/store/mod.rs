@@ -30,7 +30,11 @@ use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};
 pub enum StoreError {
     /// Another processor owns the partition now (its epoch is newer): stop processing it.
     #[error("partition {topic}[{partition}] is owned by a newer processor (epoch {ours} is stale)")]
-    Fenced { topic: String, partition: i32, ours: i64 },
+    Fenced {
+        topic: String,
+        partition: i32,
+        ours: i64,
+    },
     #[error("mongo: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("shutting down")]
@@ -85,7 +89,8 @@ impl Store {
                 match self.db.create_collection(name).await {
                     Ok(()) => {}
                     // 48 NamespaceExists: another process created it first
-                    Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 48) => {}
+                    Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 48) =>
+                        {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -95,7 +100,12 @@ impl Store {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "shard": 1, "seq": 1 })
-                    .options(IndexOptions::builder().unique(true).name("shard_seq".to_string()).build())
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .name("shard_seq".to_string())
+                            .build(),
+                    )
                     .build(),
             )
             .await?;
@@ -104,7 +114,11 @@ impl Store {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! { "entityKind": 1, "entityId": 1, "version": 1 })
-                    .options(IndexOptions::builder().name("entity_version".to_string()).build())
+                    .options(
+                        IndexOptions::builder()
+                            .name("entity_version".to_string())
+                            .build(),
+                    )
                     .build(),
             )
             .await?;
@@ -113,7 +127,12 @@ impl Store {
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
     /// offset (`None` when the partition was never processed).
-    pub async fn claim_partition(&self, group: &str, topic: &str, partition: i32) -> Result<PartitionClaim, StoreError> {
+    pub async fn claim_partition(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<PartitionClaim, StoreError> {
         let id = documents::offsets_id(group, topic, partition);
         let doc = self
             .db

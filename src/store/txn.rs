@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use mongodb::ClientSession;
-use mongodb::error::{Error, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::error::{
+    Error, ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT,
+};
 use mongodb::options::{Acknowledgment, ReadConcern, TransactionOptions, WriteConcern};
 
 use super::StoreError;
@@ -14,7 +16,10 @@ pub fn is_transient(e: &Error) -> bool {
     e.contains_label(TRANSIENT_TRANSACTION_ERROR)
         || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
         || matches!(*e.kind, ErrorKind::Io(_))
-        || matches!(*e.kind, ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. })
+        || matches!(
+            *e.kind,
+            ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. }
+        )
         || matches!(*e.kind, ErrorKind::Command(ref c) if [112, 251, 91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
 }
 
@@ -44,7 +49,11 @@ pub struct Retrier<'a> {
 impl<'a> Retrier<'a> {
     /// `stop` is asked before each retry (never before the first attempt).
     pub fn new(stop: &'a (dyn Fn() -> bool + Sync)) -> Self {
-        Self { delays: Box::new(backoff()), retries: 0, stop }
+        Self {
+            delays: Box::new(backoff()),
+            retries: 0,
+            stop,
+        }
     }
 
     async fn wait(&mut self, why: String) -> Result<(), StoreError> {
@@ -53,7 +62,11 @@ impl<'a> Retrier<'a> {
         }
         self.retries += 1;
         let delay = self.delays.next().unwrap_or(Duration::from_secs(5));
-        tracing::warn!(retry = self.retries, delay_ms = delay.as_millis() as u64, "transient store error, retrying: {why}");
+        tracing::warn!(
+            retry = self.retries,
+            delay_ms = delay.as_millis() as u64,
+            "transient store error, retrying: {why}"
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }
@@ -75,7 +88,9 @@ impl<'a> Retrier<'a> {
             match session.commit_transaction().await {
                 Ok(()) => return Ok(true),
                 // retrying the commit of the same transaction is idempotent
-                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => self.wait(e.to_string()).await?,
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => {
+                    self.wait(e.to_string()).await?
+                }
                 Err(e) if is_transient(&e) => {
                     self.wait(e.to_string()).await?;
                     return Ok(false);
@@ -86,7 +101,11 @@ impl<'a> Retrier<'a> {
     }
 
     /// After the body failed: aborts, then `Ok(())` to run again if the error was transient.
-    pub async fn recover(&mut self, session: &mut ClientSession, error: StoreError) -> Result<(), StoreError> {
+    pub async fn recover(
+        &mut self,
+        session: &mut ClientSession,
+        error: StoreError,
+    ) -> Result<(), StoreError> {
         let _ = session.abort_transaction().await;
         if error.is_transient() {
             self.wait(error.to_string()).await

@@ -1,0 +1,234 @@
+//! Shared helpers of the integration tests: a per-test topology on the real local stack, the
+//! `outflow` binary as a child process, producing events and reading topics read_committed.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::Document;
+use outflow::config::Topology;
+use outflow::ingress::EventProducer;
+use outflow::schema::registry::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// The stack's address from the environment `deploy/local/stack.sh up` prints.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `eval \"$(deploy/local/stack.sh up)\"` first")
+    })
+}
+
+/// A topology with its own topics, consumer group and database, so tests never see each other's data.
+pub struct TestTopology {
+    pub prefix: String,
+    pub path: PathBuf,
+    pub topology: Arc<Topology>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestTopology {
+    pub fn new(template: &str) -> Self {
+        let prefix = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        let root = env!("CARGO_MANIFEST_DIR");
+        let text = std::fs::read_to_string(format!("{root}/tests/topologies/{template}"))
+            .unwrap_or_else(|e| panic!("{template}: {e}"))
+            .replace("@PREFIX@", &prefix)
+            .replace("@ROOT@", root);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let path = dir.path().join("topology.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
+        let topology = match outflow::config::load(&path) {
+            Ok(l) => Arc::new(l.topology),
+            Err(e) => panic!("{e}: {e:?}"),
+        };
+        Self {
+            prefix,
+            path,
+            topology,
+            _dir: dir,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    pub async fn db(&self) -> mongodb::Database {
+        let client = mongodb::Client::with_uri_str(env("OUTFLOW_MONGO_URI"))
+            .await
+            .unwrap_or_else(|e| panic!("mongo: {e}"));
+        client.database(&self.prefix)
+    }
+
+    pub async fn count(&self, collection: &str, filter: Document) -> u64 {
+        self.db()
+            .await
+            .collection::<Document>(collection)
+            .count_documents(filter)
+            .await
+            .unwrap_or_else(|e| panic!("count: {e}"))
+    }
+
+    /// Creates topics, collections and subjects as `outflow run` would, without running anything.
+    pub async fn prepare(&self) {
+        outflow::topics::ensure(&self.topology, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    pub fn producer(&self) -> EventProducer {
+        let registry = Arc::new(
+            Registry::new(&self.topology.registry.url, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        EventProducer::new(Arc::clone(&self.topology), registry).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `outflow run` on this topology with extra arguments.
+    pub fn run(&self, args: &[&str]) -> Outflow {
+        let log = std::fs::File::create(
+            self.path
+                .with_extension(format!("{}.log", uuid::Uuid::now_v7().simple())),
+        )
+        .unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_outflow"))
+            .arg("run")
+            .args(args)
+            .arg(&self.path)
+            .env("RUST_LOG", "info,outflow=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn outflow: {e}"));
+        Outflow { child }
+    }
+}
+
+/// A running `outflow` process, killed when dropped.
+pub struct Outflow {
+    pub child: Child,
+}
+
+impl Outflow {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Outflow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads `topic` read_committed from the beginning until `expected` records arrived (or `timeout`),
+/// then keeps reading for `settle` to catch any extra ones.
+pub fn read_committed(
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", env("OUTFLOW_KAFKA_BROKERS"))
+        .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
+    }
+    consumer
+        .assign(&tpl)
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    drop(tpl);
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now > deadline || settle_until.is_some_and(|s| now > s) {
+            break;
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                h.value
+                                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+        if records.len() >= expected && settle_until.is_none() {
+            settle_until = Some(Instant::now() + settle);
+        }
+    }
+    drop(consumer);
+    records
+}
+
+/// Polls `check` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F: AsyncFn() -> bool>(timeout: Duration, check: F) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    check().await
+}
