@@ -155,8 +155,8 @@ fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
     let check_sources = used_sources.is_subset(&declared_sources);
     let check_entities = used_entities.is_subset(&declared_entities);
     for (i, s) in raw.sources.iter().enumerate().filter(|_| check_sources) {
-        if let Some(n) = &s.get_ref().name {
-            if !used_sources.contains(n.get_ref().as_str()) {
+        if let Some(n) = &s.get_ref().name
+            && !used_sources.contains(n.get_ref().as_str()) {
                 diags.push(
                     Code::Unused,
                     n.span(),
@@ -168,11 +168,10 @@ fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
                     None,
                 );
             }
-        }
     }
     for (i, e) in raw.entities.iter().enumerate().filter(|_| check_entities) {
-        if let Some(n) = &e.get_ref().name {
-            if !used_entities.contains(n.get_ref().as_str()) {
+        if let Some(n) = &e.get_ref().name
+            && !used_entities.contains(n.get_ref().as_str()) {
                 diags.push(
                     Code::Unused,
                     n.span(),
@@ -181,6 +180,5 @@ fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
                     None,
                 );
             }
-        }
     }
 }

@@ -166,8 +166,8 @@ impl Validator<'_, '_> {
         let s = raw.get_ref();
         let name = self.required_key(&s.name, raw.span(), &path, "name");
         let source = self.required_key(&s.source, raw.span(), &path, "source");
-        if let Some(src) = source {
-            if !sources.iter().any(|x| &x.name == src.get_ref()) {
+        if let Some(src) = source
+            && !sources.iter().any(|x| &x.name == src.get_ref()) {
                 self.diags.push(
                     Code::UnknownSource,
                     src.span(),
@@ -179,7 +179,6 @@ impl Validator<'_, '_> {
                     did_you_mean(src.get_ref(), sources.iter().map(|x| x.name.as_str())),
                 );
             }
-        }
         let kind = match s.kind.as_ref().map(|k| k.get_ref().as_str()) {
             None | Some("jq") => {
                 let state = self.required_key(&s.state, raw.span(), &path, "state");

@@ -416,8 +416,8 @@ impl<'a, 'd> Validator<'a, 'd> {
         };
         let m = raw.get_ref();
         let uri = self.required_key(&m.uri, raw.span(), "mongo", "uri");
-        if let Some(u) = uri {
-            if has_inline_password(u.get_ref()) {
+        if let Some(u) = uri
+            && has_inline_password(u.get_ref()) {
                 self.diags.push(
                     Code::InlineSecret,
                     u.span(),
@@ -429,7 +429,6 @@ impl<'a, 'd> Validator<'a, 'd> {
                     ),
                 );
             }
-        }
         let uri = uri.and_then(|u| self.expanded(u, "mongo.uri"));
         let database = self.required_key(&m.database, raw.span(), "mongo", "database");
         let database = database.and_then(|d| self.expanded(d, "mongo.database"));

@@ -52,14 +52,13 @@ pub fn read(
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    if m.key() == Some(shard.as_bytes()) {
-                        if let Some(cp) = m
+                    if m.key() == Some(shard.as_bytes())
+                        && let Some(cp) = m
                             .payload()
                             .and_then(|p| serde_json::from_slice::<Checkpoint>(p).ok())
                         {
                             seq = cp.seq;
                         }
-                    }
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(e),

@@ -134,14 +134,13 @@ impl StageRunner {
                     json!({ "event": event, "state": new_state, "previous": state, "meta": meta });
                 let mut outbox = Vec::new();
                 for emit in &stage.emits {
-                    if let Some(when) = &emit.when {
-                        if !when
+                    if let Some(when) = &emit.when
+                        && !when
                             .holds(&emit_input)
                             .map_err(|e| failure("stage-error", stage, e.to_string()))?
                         {
                             continue;
                         }
-                    }
                     let key = emit
                         .key
                         .run_one(&emit_input)

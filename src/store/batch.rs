@@ -190,16 +190,14 @@ impl Store {
         // current state and version of every entity the batch touches, one query per kind
         let mut wanted: HashMap<&str, Vec<&str>> = HashMap::new();
         for e in events {
-            if let BatchEvent::Decoded(d) = e {
-                if let Some(r) = &d.routed {
-                    if !seen.contains(&d.event_id) {
+            if let BatchEvent::Decoded(d) = e
+                && let Some(r) = &d.routed
+                    && !seen.contains(&d.event_id) {
                         wanted
                             .entry(r.entity_kind.as_str())
                             .or_default()
                             .push(r.entity_id.as_str());
                     }
-                }
-            }
         }
         let topology = runner.topology();
         let mut states: HashMap<(String, String), (Option<Json>, i64)> = HashMap::new();
