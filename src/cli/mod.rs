@@ -3,6 +3,7 @@
 mod graph;
 mod produce;
 mod run;
+mod tail;
 mod validate;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ pub enum Command {
         after_help = "Example:\n  echo '{\"eventId\":\"e1\",\"quoteId\":\"q1\",...}' | outflow produce quote-events --type QuoteRequested"
     )]
     Produce(produce::Args),
+    /// Print a topic's records as JSON lines (Avro decoded through the registry), with their headers.
+    #[command(after_help = "Examples:\n  outflow tail entity-updates --from-beginning --limit 10\n  outflow tail quote-events.dlq --from-beginning --idle-timeout 5 | jq .headers")]
+    Tail(tail::Args),
 }
 
 /// The topology file argument every subcommand shares.
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
     };
     match code {
         Ok(code) => ExitCode::from(code),

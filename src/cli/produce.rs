@@ -15,6 +15,12 @@ pub struct Args {
     /// The record type (schema name) of every line; needed when the topic carries several.
     #[arg(long = "type")]
     record_type: Option<String>,
+    /// Send each line as it is (raw bytes, no schema, no check): for testing dead-letter handling.
+    #[arg(long, conflicts_with = "record_type")]
+    raw: bool,
+    /// The Kafka key of raw lines.
+    #[arg(long, requires = "raw")]
+    key: Option<String>,
     /// The topology file.
     #[arg(long, default_value = "topology.toml", env = "OUTFLOW_TOPOLOGY")]
     topology: std::path::PathBuf,
@@ -36,6 +42,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
+            continue;
+        }
+        if args.raw {
+            let headers = rdkafka::message::OwnedHeaders::new();
+            match producer.produce_raw(&args.topic, args.key.as_deref().map(str::as_bytes), line.as_bytes(), headers).await {
+                Ok((partition, offset)) => println!("{}", serde_json::json!({"topic": args.topic, "partition": partition, "offset": offset})),
+                Err(e) => {
+                    eprintln!("stdin:{}: {e}", n + 1);
+                    failed += 1;
+                }
+            }
             continue;
         }
         let event: serde_json::Value = match serde_json::from_str(&line) {
