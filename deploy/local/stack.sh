@@ -8,6 +8,7 @@
 #   deploy/local/stack.sh status         # prints the exports if all three answer, exit 1 otherwise
 #   deploy/local/stack.sh down           # stops all three (data is kept)
 #   deploy/local/stack.sh wipe           # stops all three and removes their data
+#   deploy/local/stack.sh deps           # only installs the Debian packages the build needs
 #
 # Downloads and builds are cached in $OUTFLOW_LOCAL_CACHE (default deploy/local/.cache, git-ignored);
 # logs, pids and data live in $OUTFLOW_LOCAL_RUN (default deploy/local/.run).
@@ -32,7 +33,8 @@ ensure_packages() {
   log "installing Debian packages: ${need[*]}"
   local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${need[@]}" >&2
 }
 
 exports() {  # $1 kafka $2 registry $3 mongo
@@ -83,9 +85,10 @@ wipe() {
 }
 
 case "${1:-}" in
+  deps) ensure_packages ;;
   up) up ;;
   down) down ;;
   status) status ;;
   wipe) wipe ;;
-  *) echo "usage: $0 up|down|status|wipe" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|wipe|deps" >&2; exit 2 ;;
 esac
