@@ -315,3 +315,58 @@ async fn poison_records_become_dead_letters_and_the_partition_moves_on() {
     );
     assert_eq!(outflow.stop(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processor_killed_mid_stream_loses_and_doubles_nothing() {
+    let total = QUOTES * EVENTS_PER_QUOTE;
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let first = t.run(&[]);
+    let produced = produce_all(&t);
+    let killer = async {
+        // SIGKILL once the first batches are in, while records are still flowing
+        let started = eventually(Duration::from_secs(60), async || {
+            t.count("event_log", doc! {}).await > 500
+        })
+        .await;
+        assert!(started, "processing never started");
+        first.signal("KILL");
+    };
+    tokio::join!(produced, killer);
+    let in_log_at_kill = t.count("event_log", doc! {}).await;
+    let second = t.run(&[]);
+    let processed = eventually(Duration::from_secs(180), async || {
+        t.count("event_log", doc! {}).await == total as u64
+    })
+    .await;
+    assert!(
+        processed,
+        "event log has {} of {total} after restart (had {in_log_at_kill} at the kill)",
+        t.count("event_log", doc! {}).await
+    );
+    let updates = read_committed(
+        &t.topic("entity-updates"),
+        3,
+        total,
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        updates.len(),
+        total,
+        "every event's update exactly once on entity-updates"
+    );
+    let ids: HashSet<&String> = updates.iter().filter_map(|r| r.headers.get("id")).collect();
+    assert_eq!(ids.len(), total);
+    let event_ids: HashSet<&String> = updates
+        .iter()
+        .filter_map(|r| r.headers.get("outflow.event-id"))
+        .collect();
+    assert_eq!(event_ids.len(), total, "no event published twice");
+    assert_eq!(
+        t.count("quote", doc! { "version": EVENTS_PER_QUOTE as i64 })
+            .await,
+        QUOTES as u64
+    );
+    assert_eq!(second.stop(), Some(0));
+}

@@ -64,7 +64,9 @@ pub enum Command {
     )]
     Produce(produce::Args),
     /// Print a topic's records as JSON lines (Avro decoded through the registry), with their headers.
-    #[command(after_help = "Examples:\n  outflow tail entity-updates --from-beginning --limit 10\n  outflow tail quote-events.dlq --from-beginning --idle-timeout 5 | jq .headers")]
+    #[command(
+        after_help = "Examples:\n  outflow tail entity-updates --from-beginning --limit 10\n  outflow tail quote-events.dlq --from-beginning --idle-timeout 5 | jq .headers"
+    )]
     Tail(tail::Args),
 }
 

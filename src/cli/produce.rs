@@ -46,8 +46,19 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         }
         if args.raw {
             let headers = rdkafka::message::OwnedHeaders::new();
-            match producer.produce_raw(&args.topic, args.key.as_deref().map(str::as_bytes), line.as_bytes(), headers).await {
-                Ok((partition, offset)) => println!("{}", serde_json::json!({"topic": args.topic, "partition": partition, "offset": offset})),
+            match producer
+                .produce_raw(
+                    &args.topic,
+                    args.key.as_deref().map(str::as_bytes),
+                    line.as_bytes(),
+                    headers,
+                )
+                .await
+            {
+                Ok((partition, offset)) => println!(
+                    "{}",
+                    serde_json::json!({"topic": args.topic, "partition": partition, "offset": offset})
+                ),
                 Err(e) => {
                     eprintln!("stdin:{}: {e}", n + 1);
                     failed += 1;

@@ -37,7 +37,10 @@ pub struct Args {
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
-    s.trim_end_matches('s').parse::<f64>().map(Duration::from_secs_f64).map_err(|e| format!("`{s}`: {e} (give seconds, e.g. 5 or 2.5s)"))
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .map(Duration::from_secs_f64)
+        .map_err(|e| format!("`{s}`: {e} (give seconds, e.g. 5 or 2.5s)"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
@@ -52,14 +55,33 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         .set("isolation.level", "read_committed")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     drop(metadata);
     if partitions.is_empty() {
-        anyhow::bail!("topic `{}` does not exist on {}", args.topic, topology.kafka.brokers);
+        anyhow::bail!(
+            "topic `{}` does not exist on {}",
+            args.topic,
+            topology.kafka.brokers
+        );
     }
     let mut tpl = TopicPartitionList::new();
-    for p in partitions.into_iter().filter(|p| args.partition.is_none_or(|only| only == *p)) {
-        tpl.add_partition_offset(&args.topic, p, if args.from_beginning { Offset::Beginning } else { Offset::End })?;
+    for p in partitions
+        .into_iter()
+        .filter(|p| args.partition.is_none_or(|only| only == *p))
+    {
+        tpl.add_partition_offset(
+            &args.topic,
+            p,
+            if args.from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            },
+        )?;
     }
     consumer.assign(&tpl)?;
     drop(tpl);
@@ -69,7 +91,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         if args.idle_timeout.is_some_and(|t| last_seen.elapsed() > t) {
             break;
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let m = message?;
         last_seen = Instant::now();
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
@@ -78,7 +102,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         }
         let headers: serde_json::Map<String, Value> = m
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), json!(h.value.map(|v| String::from_utf8_lossy(v).into_owned())))).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            json!(h.value.map(|v| String::from_utf8_lossy(v).into_owned())),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let value = match m.payload() {
             None => Value::Null,

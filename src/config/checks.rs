@@ -156,29 +156,31 @@ fn unused(diags: &mut Diagnostics<'_>, raw: &RawTopology) {
     let check_entities = used_entities.is_subset(&declared_entities);
     for (i, s) in raw.sources.iter().enumerate().filter(|_| check_sources) {
         if let Some(n) = &s.get_ref().name
-            && !used_sources.contains(n.get_ref().as_str()) {
-                diags.push(
-                    Code::Unused,
-                    n.span(),
-                    format!("sources[{i}].name"),
-                    format!(
-                        "no stage reads source `{}`: nothing subscribes to its topic",
-                        n.get_ref()
-                    ),
-                    None,
-                );
-            }
+            && !used_sources.contains(n.get_ref().as_str())
+        {
+            diags.push(
+                Code::Unused,
+                n.span(),
+                format!("sources[{i}].name"),
+                format!(
+                    "no stage reads source `{}`: nothing subscribes to its topic",
+                    n.get_ref()
+                ),
+                None,
+            );
+        }
     }
     for (i, e) in raw.entities.iter().enumerate().filter(|_| check_entities) {
         if let Some(n) = &e.get_ref().name
-            && !used_entities.contains(n.get_ref().as_str()) {
-                diags.push(
-                    Code::Unused,
-                    n.span(),
-                    format!("entities[{i}].name"),
-                    format!("no stage writes entity `{}`", n.get_ref()),
-                    None,
-                );
-            }
+            && !used_entities.contains(n.get_ref().as_str())
+        {
+            diags.push(
+                Code::Unused,
+                n.span(),
+                format!("entities[{i}].name"),
+                format!("no stage writes entity `{}`", n.get_ref()),
+                None,
+            );
+        }
     }
 }

@@ -167,18 +167,19 @@ impl Validator<'_, '_> {
         let name = self.required_key(&s.name, raw.span(), &path, "name");
         let source = self.required_key(&s.source, raw.span(), &path, "source");
         if let Some(src) = source
-            && !sources.iter().any(|x| &x.name == src.get_ref()) {
-                self.diags.push(
-                    Code::UnknownSource,
-                    src.span(),
-                    format!("{path}.source"),
-                    format!(
-                        "stage reads from source `{}`, which is not declared",
-                        src.get_ref()
-                    ),
-                    did_you_mean(src.get_ref(), sources.iter().map(|x| x.name.as_str())),
-                );
-            }
+            && !sources.iter().any(|x| &x.name == src.get_ref())
+        {
+            self.diags.push(
+                Code::UnknownSource,
+                src.span(),
+                format!("{path}.source"),
+                format!(
+                    "stage reads from source `{}`, which is not declared",
+                    src.get_ref()
+                ),
+                did_you_mean(src.get_ref(), sources.iter().map(|x| x.name.as_str())),
+            );
+        }
         let kind = match s.kind.as_ref().map(|k| k.get_ref().as_str()) {
             None | Some("jq") => {
                 let state = self.required_key(&s.state, raw.span(), &path, "state");

@@ -417,18 +417,16 @@ impl<'a, 'd> Validator<'a, 'd> {
         let m = raw.get_ref();
         let uri = self.required_key(&m.uri, raw.span(), "mongo", "uri");
         if let Some(u) = uri
-            && has_inline_password(u.get_ref()) {
-                self.diags.push(
-                    Code::InlineSecret,
-                    u.span(),
-                    "mongo.uri",
-                    "the Mongo URI holds a password inline",
-                    Some(
-                        "write `uri = \"${OUTFLOW_MONGO_URI}\"` and set it in the environment"
-                            .into(),
-                    ),
-                );
-            }
+            && has_inline_password(u.get_ref())
+        {
+            self.diags.push(
+                Code::InlineSecret,
+                u.span(),
+                "mongo.uri",
+                "the Mongo URI holds a password inline",
+                Some("write `uri = \"${OUTFLOW_MONGO_URI}\"` and set it in the environment".into()),
+            );
+        }
         let uri = uri.and_then(|u| self.expanded(u, "mongo.uri"));
         let database = self.required_key(&m.database, raw.span(), "mongo", "database");
         let database = database.and_then(|d| self.expanded(d, "mongo.database"));

@@ -56,9 +56,9 @@ pub fn read(
                         && let Some(cp) = m
                             .payload()
                             .and_then(|p| serde_json::from_slice::<Checkpoint>(p).ok())
-                        {
-                            seq = cp.seq;
-                        }
+                    {
+                        seq = cp.seq;
+                    }
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(e),

@@ -138,9 +138,9 @@ impl StageRunner {
                         && !when
                             .holds(&emit_input)
                             .map_err(|e| failure("stage-error", stage, e.to_string()))?
-                        {
-                            continue;
-                        }
+                    {
+                        continue;
+                    }
                     let key = emit
                         .key
                         .run_one(&emit_input)

@@ -192,12 +192,13 @@ impl Store {
         for e in events {
             if let BatchEvent::Decoded(d) = e
                 && let Some(r) = &d.routed
-                    && !seen.contains(&d.event_id) {
-                        wanted
-                            .entry(r.entity_kind.as_str())
-                            .or_default()
-                            .push(r.entity_id.as_str());
-                    }
+                && !seen.contains(&d.event_id)
+            {
+                wanted
+                    .entry(r.entity_kind.as_str())
+                    .or_default()
+                    .push(r.entity_id.as_str());
+            }
         }
         let topology = runner.topology();
         let mut states: HashMap<(String, String), (Option<Json>, i64)> = HashMap::new();
