@@ -53,6 +53,13 @@ pub fn decode(id: u32, writer: &Schema, reader: &Schema, body: &[u8]) -> Result<
             id,
             reason: e.to_string(),
         })?;
+    // apache-avro reads a string cut short as Null instead of failing: check the value's shape
+    if !value.validate(writer) {
+        return Err(CodecError::Decode {
+            id,
+            reason: "the body ends early or does not match the writer schema".to_string(),
+        });
+    }
     if !cursor.is_empty() {
         return Err(CodecError::Decode {
             id,
@@ -123,9 +130,10 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert!(decode(id, &schema, &schema, body).is_ok());
-        assert!(matches!(
-            decode(id, &schema, &schema, &body[..3]),
-            Err(CodecError::Decode { .. })
-        ));
+        let truncated = decode(id, &schema, &schema, &body[..3]);
+        assert!(
+            matches!(truncated, Err(CodecError::Decode { .. })),
+            "{truncated:?}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! registered by name on the runtime builder. Either way the store writes everything a stage returns
 //! in the batch's one transaction.
 
+pub mod fold;
 pub mod jq;
 mod runner;
 

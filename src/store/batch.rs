@@ -5,12 +5,11 @@ use std::collections::{HashMap, HashSet};
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
 use mongodb::{ClientSession, Namespace};
-use serde_json::{Value as Json, json};
 
 use super::documents::{self, EVENT_LOG, EventLogEntry, OFFSETS, OUTBOX, OutboxEntry};
 use super::{Store, StoreError, txn};
-use crate::dlq::{DeadLetter, Failure, Origin};
-use crate::stage::{Routed, StageRunner};
+use crate::stage::StageRunner;
+use crate::stage::fold::{BatchEvent, BatchReport, Folded, OutboxItem, States, fold};
 
 /// This processor's ownership of a partition.
 #[derive(Debug, Clone)]
@@ -21,41 +20,6 @@ pub struct PartitionClaim {
     pub epoch: i64,
     /// Where to resume; `None` for a partition never processed.
     pub next_offset: Option<i64>,
-}
-
-/// A record that decoded and was routed to a stage (or to none).
-#[derive(Debug, Clone)]
-pub struct DecodedEvent {
-    pub event_id: String,
-    pub payload: Json,
-    /// `{type, eventId, topic, partition, offset, key, timestamp}`; `version` and `entity` are added per event.
-    pub meta: Json,
-    pub event_type: String,
-    pub schema_id: u32,
-    pub subject: String,
-    pub routed: Option<Routed>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub offset: i64,
-}
-
-/// One record of a batch, in offset order.
-#[derive(Debug, Clone)]
-pub enum BatchEvent {
-    Decoded(Box<DecodedEvent>),
-    /// Failed before any stage (decode, routing): goes straight to the dead-letter topic.
-    Dead(Box<DeadLetter>),
-}
-
-/// What one committed batch did.
-#[derive(Debug, Default, Clone)]
-pub struct BatchReport {
-    pub processed: usize,
-    pub duplicates: usize,
-    pub skipped: usize,
-    pub dead_letters: Vec<(&'static str, String)>,
-    pub outbox_records: usize,
-    pub retries: u32,
 }
 
 /// Everything a batch writes, computed inside the transaction from what it read there.
@@ -201,7 +165,7 @@ impl Store {
             }
         }
         let topology = runner.topology();
-        let mut states: HashMap<(String, String), (Option<Json>, i64)> = HashMap::new();
+        let mut states: States = HashMap::new();
         for (kind, ids) in &wanted {
             let collection = topology
                 .entity(kind)
@@ -219,29 +183,25 @@ impl Store {
                 states.insert((kind.to_string(), id), (state, version));
             }
         }
-        Ok(fold(
-            claim,
-            events,
+        let folded = fold(
             runner,
-            dlq_topic,
-            base_seq,
+            events,
             seen,
             states,
-            self.db.name(),
-        ))
+            (&claim.topic, claim.partition),
+            dlq_topic,
+            DateTime::now().timestamp_millis(),
+        );
+        Ok(to_models(folded, claim, runner, base_seq, self.db.name()))
     }
 }
 
-/// Applies the stages in offset order; pure apart from the clock.
-#[allow(clippy::too_many_arguments)]
-fn fold(
+/// Turns a folded batch into write models; outbox records get `seq` from `base_seq + 1` on.
+fn to_models(
+    folded: Folded<'_>,
     claim: &PartitionClaim,
-    events: &[BatchEvent],
     runner: &StageRunner,
-    dlq_topic: &str,
     base_seq: i64,
-    mut seen: HashSet<String>,
-    mut states: HashMap<(String, String), (Option<Json>, i64)>,
     db: &str,
 ) -> Plan {
     let now = DateTime::now();
@@ -249,36 +209,79 @@ fn fold(
     let shard = documents::shard_of(&claim.topic, claim.partition);
     let ns = |coll: &str| Namespace::new(db, coll);
     let mut models: Vec<WriteModel> = Vec::new();
-    let mut report = BatchReport::default();
-    let mut seq = base_seq;
-    let mut touched: Vec<(String, String, String)> = Vec::new(); // kind, id, last event id
-    let push_dead = |models: &mut Vec<WriteModel>,
-                     report: &mut BatchReport,
-                     seq: &mut i64,
-                     dead: &DeadLetter| {
-        *seq += 1;
-        let aggregate_id = dead
-            .key
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default()
-            .into_owned();
-        let doc = documents::outbox_doc(
-            OutboxEntry {
-                id: uuid::Uuid::now_v7().to_string(),
-                aggregate_type: "dead-letter",
-                aggregate_id: &aggregate_id,
-                event_type: "DeadLetter",
-                topic: &dead.topic,
-                key: dead.key.clone(),
-                payload: dead.value.clone(),
-                event_id: &dead.event_id,
-                headers: &dead.headers,
-                shard: &shard,
-                seq: *seq,
-            },
-            now,
+    for l in &folded.logged {
+        let d = l.event;
+        let entry = EventLogEntry {
+            event_id: &d.event_id,
+            entity_kind: &l.entity_kind,
+            entity_id: &l.entity_id,
+            event_type: &d.event_type,
+            payload: &d.payload,
+            schema_id: d.schema_id,
+            subject: &d.subject,
+            topic: &claim.topic,
+            partition: claim.partition,
+            offset: d.offset,
+            version: l.version,
+        };
+        models.push(
+            InsertOneModel::builder()
+                .namespace(ns(EVENT_LOG))
+                .document(documents::event_log_doc(&entry, now))
+                .build()
+                .into(),
         );
+    }
+    let mut seq = base_seq;
+    let no_headers: Vec<(String, String)> = Vec::new();
+    for item in &folded.outbox {
+        seq += 1;
+        let doc = match item {
+            OutboxItem::Record {
+                draft,
+                aggregate_type,
+                event_id,
+            } => documents::outbox_doc(
+                OutboxEntry {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    aggregate_type,
+                    aggregate_id: &draft.key,
+                    event_type: &draft.event_type,
+                    topic: &draft.topic,
+                    key: None,
+                    payload: Some(draft.payload.clone()),
+                    event_id,
+                    headers: &no_headers,
+                    shard: &shard,
+                    seq,
+                },
+                now,
+            ),
+            OutboxItem::Dead(dead) => {
+                let aggregate_id = dead
+                    .key
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                documents::outbox_doc(
+                    OutboxEntry {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        aggregate_type: "dead-letter",
+                        aggregate_id: &aggregate_id,
+                        event_type: "DeadLetter",
+                        topic: &dead.topic,
+                        key: dead.key.clone(),
+                        payload: dead.value.clone(),
+                        event_id: &dead.event_id,
+                        headers: &dead.headers,
+                        shard: &shard,
+                        seq,
+                    },
+                    now,
+                )
+            }
+        };
         models.push(
             InsertOneModel::builder()
                 .namespace(ns(OUTBOX))
@@ -286,141 +289,30 @@ fn fold(
                 .build()
                 .into(),
         );
-        report.dead_letters.push((dead.class, dead.topic.clone()));
-    };
-    for event in events {
-        let d = match event {
-            BatchEvent::Dead(dead) => {
-                push_dead(&mut models, &mut report, &mut seq, dead);
-                continue;
-            }
-            BatchEvent::Decoded(d) => d,
-        };
-        if !seen.insert(d.event_id.clone()) {
-            report.duplicates += 1;
-            continue;
-        }
-        let Some(routed) = &d.routed else {
-            report.skipped += 1;
-            continue;
-        };
-        let slot = states
-            .entry((routed.entity_kind.clone(), routed.entity_id.clone()))
-            .or_insert((None, 0));
-        let version = slot.1 + 1;
-        let mut meta = d.meta.clone();
-        if let Json::Object(m) = &mut meta {
-            m.insert("version".into(), json!(version));
-            m.insert(
-                "entity".into(),
-                json!({ "kind": routed.entity_kind, "id": routed.entity_id }),
-            );
-        }
-        match runner.apply(routed.stage, &d.payload, slot.0.as_ref(), &meta) {
-            Ok(applied) => {
-                let entry = EventLogEntry {
-                    event_id: &d.event_id,
-                    entity_kind: &routed.entity_kind,
-                    entity_id: &routed.entity_id,
-                    event_type: &d.event_type,
-                    payload: &d.payload,
-                    schema_id: d.schema_id,
-                    subject: &d.subject,
-                    topic: &claim.topic,
-                    partition: claim.partition,
-                    offset: d.offset,
-                    version,
-                };
-                models.push(
-                    InsertOneModel::builder()
-                        .namespace(ns(EVENT_LOG))
-                        .document(documents::event_log_doc(&entry, now))
-                        .build()
-                        .into(),
-                );
-                for draft in &applied.outbox {
-                    seq += 1;
-                    let headers: Vec<(String, String)> = Vec::new();
-                    let doc = documents::outbox_doc(
-                        OutboxEntry {
-                            id: uuid::Uuid::now_v7().to_string(),
-                            aggregate_type: &routed.entity_kind,
-                            aggregate_id: &draft.key,
-                            event_type: &draft.event_type,
-                            topic: &draft.topic,
-                            key: None,
-                            payload: Some(draft.payload.clone()),
-                            event_id: &d.event_id,
-                            headers: &headers,
-                            shard: &shard,
-                            seq,
-                        },
-                        now,
-                    );
-                    models.push(
-                        InsertOneModel::builder()
-                            .namespace(ns(OUTBOX))
-                            .document(doc)
-                            .build()
-                            .into(),
-                    );
-                    report.outbox_records += 1;
-                }
-                *slot = (Some(applied.state), version);
-                touched.retain(|(k, i, _)| !(k == &routed.entity_kind && i == &routed.entity_id));
-                touched.push((
-                    routed.entity_kind.clone(),
-                    routed.entity_id.clone(),
-                    d.event_id.clone(),
-                ));
-                report.processed += 1;
-            }
-            Err(failure) => {
-                let failure = Failure {
-                    class: failure.class,
-                    message: failure.message,
-                    stage: failure.stage,
-                };
-                let origin = Origin {
-                    topic: claim.topic.clone(),
-                    partition: claim.partition,
-                    offset: d.offset,
-                };
-                let dead = DeadLetter::new(
-                    dlq_topic,
-                    d.key.clone(),
-                    d.value.clone(),
-                    &d.event_id,
-                    &origin,
-                    &failure,
-                    now.timestamp_millis(),
-                );
-                push_dead(&mut models, &mut report, &mut seq, &dead);
-            }
-        }
     }
-    for (kind, id, last_event) in touched {
-        let Some((Some(state), version)) = states.get(&(kind.clone(), id.clone())) else {
-            continue;
-        };
+    for e in &folded.entities {
         let collection = topology
-            .entity(&kind)
-            .map_or(kind.as_str(), |e| e.collection.as_str());
-        let replacement = documents::entity_doc(&id, state, *version, &last_event, now);
+            .entity(&e.kind)
+            .map_or(e.kind.as_str(), |x| x.collection.as_str());
         models.push(
             ReplaceOneModel::builder()
                 .namespace(ns(collection))
-                .filter(doc! { "_id": Bson::String(id.clone()) })
-                .replacement(replacement)
+                .filter(doc! { "_id": Bson::String(e.id.clone()) })
+                .replacement(documents::entity_doc(
+                    &e.id,
+                    &e.state,
+                    e.version,
+                    &e.last_event_id,
+                    now,
+                ))
                 .upsert(true)
                 .build()
                 .into(),
         );
     }
-    report.outbox_records += report.dead_letters.len();
     Plan {
         models,
-        report,
+        report: folded.report,
         outbox_count: seq - base_seq,
     }
 }

@@ -20,7 +20,8 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
 
-pub use batch::{BatchEvent, BatchReport, DecodedEvent, PartitionClaim};
+pub use crate::stage::fold::{BatchEvent, BatchReport, DecodedEvent};
+pub use batch::PartitionClaim;
 
 use crate::config::Topology;
 use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};
