@@ -9,6 +9,7 @@
 //! - [`relay`]: outbox → Kafka with a transactional producer per shard
 //! - [`dlq`]: dead-letter records
 //! - [`runtime`]: the builder that wires them; [`cli`]: one file per subcommand
+//! - [`testkit`]: runs a topology in memory for users' own tests
 //! - [`graph`], [`health`], [`metrics`], [`topics`]: drawing, probes, metric names, topic creation
 
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod schema;
 pub mod source;
 pub mod stage;
 pub mod store;
+pub mod testkit;
 pub mod topics;
 
 pub use runtime::{Roles, Runtime, RuntimeBuilder};

@@ -24,6 +24,19 @@ pub struct RegistryError {
     pub not_found: bool,
 }
 
+/// Where decoding finds a writer schema by its id: the registry, or an in-memory map in the testkit.
+#[async_trait::async_trait]
+pub trait WriterSchemas: Send + Sync {
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError>;
+}
+
+#[async_trait::async_trait]
+impl WriterSchemas for Registry {
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        self.schema_by_id(id).await
+    }
+}
+
 /// A client of one registry, caching the immutable id → schema mapping.
 pub struct Registry {
     url: String,

@@ -8,7 +8,7 @@ use crate::config::Source;
 use crate::dlq::{DeadLetter, Failure, Origin};
 use crate::schema::codec::{self, CodecError};
 use crate::schema::json::avro_to_json;
-use crate::schema::registry::{Registry, RegistryError};
+use crate::schema::registry::{RegistryError, WriterSchemas};
 use crate::stage::StageRunner;
 use crate::store::{BatchEvent, DecodedEvent};
 
@@ -46,7 +46,7 @@ pub struct Unavailable {
 pub async fn decode(
     record: &RawRecord,
     source: &Source,
-    registry: &Registry,
+    registry: &dyn WriterSchemas,
     runner: &StageRunner,
 ) -> Result<BatchEvent, Unavailable> {
     let fallback_id = record
@@ -86,7 +86,7 @@ pub async fn decode(
         Ok(split) => split,
         Err(e) => return Ok(dead("wire-format", e.to_string(), &fallback_id)),
     };
-    let writer = match registry.schema_by_id(schema_id).await {
+    let writer = match registry.writer_schema(schema_id).await {
         Ok(w) => w,
         Err(e) if e.transient => {
             return Err(Unavailable {

@@ -127,7 +127,7 @@ async fn process(
         .build();
     for record in records {
         loop {
-            match decode(record, source, &shared.registry, &shared.runner).await {
+            match decode(record, source, shared.registry.as_ref(), &shared.runner).await {
                 Ok(event) => {
                     events.push(event);
                     break;

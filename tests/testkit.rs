@@ -1,0 +1,98 @@
+//! The in-memory driver on the demo topology: no servers, same stages, same Avro checks.
+
+use outflow::testkit::TopologyTestDriver;
+use serde_json::json;
+
+fn driver() -> TopologyTestDriver {
+    TopologyTestDriver::new("topology.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_quote_is_requested_then_priced() {
+    let mut d = driver();
+    let requested = json!({"eventId": "e1", "quoteId": "q1", "customerId": "c1", "product": "AUTO", "coverageAmount": 5000.0, "requestedAt": 1});
+    let priced =
+        json!({"eventId": "e2", "quoteId": "q1", "premium": 99.5, "validUntil": 2, "pricedAt": 2});
+    d.pipe("quote-events", Some("QuoteRequested"), &requested)
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.pipe("quote-events", Some("QuotePriced"), &priced)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let quote = d
+        .entity("quote", "q1")
+        .unwrap_or_else(|| panic!("no quote q1"));
+    assert_eq!(quote.version, 2);
+    assert_eq!(quote.state["status"], "PRICED");
+    assert_eq!(quote.state["premium"], 99.5);
+    assert_eq!(quote.state["currency"], "EUR", "Avro default filled in");
+    let out = d.outputs("entity-updates");
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].key, "q1");
+    assert_eq!(out[1].event_id, "e2");
+    assert_eq!(out[1].value["version"], 2);
+    assert_eq!(out[1].value["eventType"], "QuotePriced");
+    assert!(d.dead_letters().is_empty());
+}
+
+#[test]
+fn the_same_event_twice_changes_nothing() {
+    let mut d = driver();
+    let e = json!({"eventId": "e1", "enrollmentId": "n1", "quoteId": "q1", "customerId": "c1", "startDate": 1, "initiatedAt": 1});
+    d.pipe("enrollment-events", Some("EnrollmentInitiated"), &e)
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.pipe("enrollment-events", Some("EnrollmentInitiated"), &e)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.entity("enrollment", "n1").map(|x| x.version), Some(1));
+    assert_eq!(d.outputs("entity-updates").len(), 1);
+}
+
+#[test]
+fn bad_input_is_refused_or_dead_lettered() {
+    let mut d = driver();
+    let wrong = json!({"eventId": "e1", "quoteId": 7});
+    let err = d
+        .pipe("quote-events", Some("QuoteRequested"), &wrong)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("$.quoteId: expected string, got integer 7"),
+        "{err}"
+    );
+    d.pipe_raw("quote-events", Some(b"k"), b"not avro", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.dead_letters().len(), 1);
+    assert_eq!(d.dead_letters()[0].class, "wire-format");
+    assert!(d.pipe("no-such-topic", None, &json!({})).is_err());
+}
+
+#[path = "../examples/custom_stage.rs"]
+#[allow(dead_code)]
+mod example;
+
+#[test]
+fn a_custom_rust_stage_runs_like_a_jq_one() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let mut stages: HashMap<String, Arc<dyn outflow::stage::Stage>> = HashMap::new();
+    stages.insert(
+        "premium-with-tax".into(),
+        Arc::new(example::premium_with_tax),
+    );
+    let mut d = TopologyTestDriver::with_stages("examples/custom_stage.toml", stages)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let priced =
+        json!({"eventId": "e1", "quoteId": "q9", "premium": 100.0, "validUntil": 1, "pricedAt": 1});
+    d.pipe("example-quote-events", Some("QuotePriced"), &priced)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let quote = d
+        .entity("quote", "q9")
+        .unwrap_or_else(|| panic!("no quote"));
+    assert_eq!(quote.state["premiumWithTax"], 119.0);
+    assert_eq!(d.outputs("example-entity-updates").len(), 1);
+    // without the stage registered, the topology does not validate (E017)
+    let err = TopologyTestDriver::new("examples/custom_stage.toml")
+        .err()
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_default();
+    assert!(err.contains("E017"), "{err}");
+}
