@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{TestTopology, eventually, read_committed};
-use futures::StreamExt;
 use mongodb::bson::doc;
 use outflow::schema::codec;
 use outflow::schema::json::avro_to_json;
@@ -14,51 +13,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use serde_json::{Value, json};
 
 const QUOTES: usize = 2_500;
-const EVENTS_PER_QUOTE: usize = 4; // requested, then priced three times
+const EVENTS_PER_QUOTE: usize = common::EVENTS_PER_QUOTE;
 
-fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
-    let q = format!("q{quote:05}");
-    let mut events = vec![(
-        "QuoteRequested",
-        json!({"eventId": format!("{q}-r"), "quoteId": q, "customerId": format!("c{}", quote % 97),
-               "product": "HOME", "coverageAmount": 250000.0, "requestedAt": 1_700_000_000_000_i64}),
-    )];
-    for n in 1..EVENTS_PER_QUOTE {
-        events.push((
-            "QuotePriced",
-            json!({"eventId": format!("{q}-p{n}"), "quoteId": q, "premium": 100.0 * n as f64,
-                   "validUntil": 1_800_000_000_000_i64, "pricedAt": 1_700_000_000_000_i64 + n as i64}),
-        ));
-    }
-    events
-}
-
-/// Produces every quote's events in order (quotes in parallel), each with its event id header.
 async fn produce_all(t: &TestTopology) {
-    let producer = t.producer();
-    let topic = t.topic("quote-events");
-    let results: Vec<Result<(), String>> = futures::stream::iter(0..QUOTES)
-        .map(|quote| {
-            let (producer, topic) = (&producer, &topic);
-            async move {
-                for (kind, event) in quote_events(quote) {
-                    let id = event["eventId"].as_str().unwrap_or_default().to_string();
-                    producer
-                        .produce(topic, Some(kind), &event, &id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(256)
-        .collect()
-        .await;
-    assert!(
-        results.iter().all(Result::is_ok),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
+    common::produce_quotes(t, 0..QUOTES).await;
 }
 
 fn decode_entity_updated(t: &TestTopology, value: &[u8]) -> Value {

@@ -30,6 +30,15 @@ pub enum PublishError {
     Mongo(#[from] mongodb::error::Error),
 }
 
+/// Crash-test hook: `OUTFLOW_CRASH_AT=<point>` aborts the process there, as a SIGKILL would, so the
+/// fault tests can stop the relay at the worst moment (between the Kafka commit and the Mongo clean-up).
+fn crash_point(point: &str) {
+    if std::env::var("OUTFLOW_CRASH_AT").is_ok_and(|p| p == point) {
+        tracing::error!("OUTFLOW_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
+
 /// One outbox record as read from Mongo, ready to produce.
 struct Pending {
     seq: i64,
@@ -155,6 +164,7 @@ impl ShardPublisher {
                     Ok(()) => {
                         last = batch.last().map_or(last, |p| p.seq);
                         metrics::relay_txn(started.elapsed());
+                        crash_point("relay-after-kafka-commit");
                         self.clean_up(last).await?;
                     }
                     Err(e) => match classify(&e) {

@@ -14,7 +14,9 @@ use outflow::ingress::EventProducer;
 use outflow::schema::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
+use futures::StreamExt;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
 
 /// The stack's address from the environment `deploy/local/stack.sh up` prints.
 pub fn env(name: &str) -> String {
@@ -91,32 +93,53 @@ impl TestTopology {
 
     /// Starts `outflow run` on this topology with extra arguments.
     pub fn run(&self, args: &[&str]) -> Outflow {
-        let log = std::fs::File::create(
-            self.path
-                .with_extension(format!("{}.log", uuid::Uuid::now_v7().simple())),
-        )
-        .unwrap_or_else(|e| panic!("log: {e}"));
+        self.run_with_env(args, &[])
+    }
+
+    /// Starts `outflow run` with extra arguments and environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outflow {
+        let log_path = self.path.with_extension(format!("{}.log", uuid::Uuid::now_v7().simple()));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_outflow"))
             .arg("run")
             .args(args)
             .arg(&self.path)
             .env("RUST_LOG", "info,outflow=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn outflow: {e}"));
-        Outflow { child }
+        Outflow { child, log: log_path }
     }
 }
 
 /// A running `outflow` process, killed when dropped.
 pub struct Outflow {
     pub child: Child,
+    pub log: PathBuf,
 }
 
 impl Outflow {
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// What the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to end by itself; its exit code (None if killed by a signal or still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn signal(&self, signal: &str) {
@@ -232,3 +255,51 @@ pub async fn eventually<F: AsyncFn() -> bool>(timeout: Duration, check: F) -> bo
     }
     check().await
 }
+
+pub const EVENTS_PER_QUOTE: usize = 4; // requested, then priced three times
+
+pub fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
+    let q = format!("q{quote:05}");
+    let mut events = vec![(
+        "QuoteRequested",
+        json!({"eventId": format!("{q}-r"), "quoteId": q, "customerId": format!("c{}", quote % 97),
+               "product": "HOME", "coverageAmount": 250000.0, "requestedAt": 1_700_000_000_000_i64}),
+    )];
+    for n in 1..EVENTS_PER_QUOTE {
+        events.push((
+            "QuotePriced",
+            json!({"eventId": format!("{q}-p{n}"), "quoteId": q, "premium": 100.0 * n as f64,
+                   "validUntil": 1_800_000_000_000_i64, "pricedAt": 1_700_000_000_000_i64 + n as i64}),
+        ));
+    }
+    events
+}
+
+/// Produces the events of `quotes` in order per quote (quotes in parallel), each with its event id header.
+pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
+    let producer = t.producer();
+    let topic = t.topic("quote-events");
+    let results: Vec<Result<(), String>> = futures::stream::iter(quotes)
+        .map(|quote| {
+            let (producer, topic) = (&producer, &topic);
+            async move {
+                for (kind, event) in quote_events(quote) {
+                    let id = event["eventId"].as_str().unwrap_or_default().to_string();
+                    producer
+                        .produce(topic, Some(kind), &event, &id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+}
+

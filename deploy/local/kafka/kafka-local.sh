@@ -225,14 +225,16 @@ cmd_start() {
   write_props
   ensure_storage
   local t0; t0=$(date +%s%N)
-  # setsid: own session/process group, so the broker outlives the calling shell/job
-  setsid "$JAVA" -Xmx"$KAFKA_HEAP" -Xms"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  # setsid: own session/process group, so the broker outlives the calling shell/job. setsid may
+  # fork (when the caller leads its process group), so the process writes its own pid, then execs.
+  rm -f "$PIDFILE"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" "$JAVA" -Xmx"$KAFKA_HEAP" -Xms"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
       -Dorg.slf4j.simpleLogger.showDateTime=true \
       -Dorg.slf4j.simpleLogger.dateTimeFormat="yyyy-MM-dd'T'HH:mm:ss.SSS" \
       -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$LOG" 2>&1 </dev/null &
-  pid=$!
-  echo "$pid" >"$PIDFILE"
+  for _ in $(seq 1 100); do [ -s "$PIDFILE" ] && break; sleep 0.05; done
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   log "started pid $pid (heap $KAFKA_HEAP), log: $LOG; waiting for a real Kafka request to succeed"
   if ! out="$(run_probe "$KAFKA_START_TIMEOUT" "$KAFKA_WARMUP" 2>&1)"; then
     log "$out"

@@ -87,10 +87,12 @@ start() {
     *) die "MONGO_IMPL must be rs or py" ;;
   esac
   # shellcheck disable=SC2086
-  setsid "$bin" --host "$HOST" --port "$PORT" --storage-path "$storage" --log-level WARNING \
+  # setsid may fork: the process writes its own pid, then execs the server
+  rm -f "$PIDFILE"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" "$bin" --host "$HOST" --port "$PORT" --storage-path "$storage" --log-level WARNING \
     --sync-on-commit ${MONGO_EXTRA_ARGS:-} >>"$LOG" 2>&1 </dev/null &
-  pid=$!
-  echo "$pid" >"$PIDFILE"
+  for _ in $(seq 1 100); do [ -s "$PIDFILE" ] && break; sleep 0.05; done
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   for _ in $(seq 1 150); do
     kill -0 "$pid" 2>/dev/null || { tail -n 30 "$LOG" >&2; rm -f "$PIDFILE"; die "server exited during startup"; }
     if ping_ok; then log "ready (pid $pid, $IMPL, data $storage)"; echo "$URI"; return 0; fi

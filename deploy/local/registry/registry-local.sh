@@ -150,11 +150,13 @@ start() {
     fetch
     launcher="$(launcher_in "$DIST_DIR")"
     mkdir -p "$RUN_DIR"
+    rm -f "$PID_FILE"
     log "starting Apicurio Registry $VERSION with $java (-Xmx$XMX); log: $LOG_FILE"
     # shellcheck disable=SC2086
     (
       cd "$RUN_DIR"
-      exec setsid nohup "$java" "-Xmx$XMX" \
+      # setsid may fork: the process writes its own pid, then execs the JVM
+      exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" nohup "$java" "-Xmx$XMX" \
         -Dquarkus.http.host="$HOST" -Dquarkus.http.port="$PORT" \
         -Dquarkus.management.host="$HOST" -Dquarkus.management.port="$MGMT_PORT" \
         -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
@@ -162,8 +164,8 @@ start() {
         ${REGISTRY_JAVA_OPTS:-} \
         -jar "$launcher" >"$LOG_FILE" 2>&1 </dev/null
     ) &
-    pid=$!
-    echo "$pid" >"$PID_FILE"
+    for _ in $(seq 1 100); do [ -s "$PID_FILE" ] && break; sleep 0.05; done
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
   fi
   local t0 now; t0=$(date +%s)
   while :; do
