@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigError, Loaded, Topology};
@@ -123,22 +124,27 @@ async fn register_schemas(
         if ids.contains_key(&(topic.clone(), schema.full_name.clone())) {
             continue;
         }
+        // Several processes may start at once and race on the same subject: retry a few times.
+        let retry = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_times(6);
+        let register_error = |source| RuntimeError::Register {
+            subject: subject.clone(),
+            source,
+        };
         if topology.registry.auto_register {
-            registry
-                .set_level(&subject, topology.registry.compatibility)
+            (|| registry.set_level(&subject, topology.registry.compatibility))
+                .retry(retry)
+                .when(|e: &RegistryError| !e.not_found)
                 .await
-                .map_err(|source| RuntimeError::Register {
-                    subject: subject.clone(),
-                    source,
-                })?;
+                .map_err(register_error)?;
         }
-        let id = registry
-            .register(&subject, &schema)
+        let id = (|| registry.register(&subject, &schema))
+            .retry(retry)
+            .when(|e: &RegistryError| !e.not_found)
             .await
-            .map_err(|source| RuntimeError::Register {
-                subject: subject.clone(),
-                source,
-            })?;
+            .map_err(register_error)?;
         ids.insert((topic, schema.full_name.clone()), id);
     }
     Ok(ids)

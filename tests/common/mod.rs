@@ -8,13 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use mongodb::bson::Document;
 use outflow::config::Topology;
 use outflow::ingress::EventProducer;
 use outflow::schema::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use futures::StreamExt;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
@@ -98,7 +98,9 @@ impl TestTopology {
 
     /// Starts `outflow run` with extra arguments and environment variables.
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outflow {
-        let log_path = self.path.with_extension(format!("{}.log", uuid::Uuid::now_v7().simple()));
+        let log_path = self
+            .path
+            .with_extension(format!("{}.log", uuid::Uuid::now_v7().simple()));
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("log: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_outflow"))
             .arg("run")
@@ -110,7 +112,10 @@ impl TestTopology {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn outflow: {e}"));
-        Outflow { child, log: log_path }
+        Outflow {
+            child,
+            log: log_path,
+        }
     }
 }
 
@@ -302,4 +307,3 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
         results.iter().find(|r| r.is_err())
     );
 }
-

@@ -14,8 +14,8 @@
 #   MONGO_EXTRA_ARGS     appended to the server command line
 set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE="${OUTFLOW_LOCAL_CACHE:-$SCRIPT_DIR/../.cache}"
-RUN="${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}/mongo"
+CACHE="$(realpath -m "${OUTFLOW_LOCAL_CACHE:-$SCRIPT_DIR/../.cache}")"
+RUN="$(realpath -m "${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}")/mongo"
 IMPL="${MONGO_IMPL:-rs}"
 HOST="${MONGO_HOST:-127.0.0.1}"
 PORT="${MONGO_PORT:-28017}"

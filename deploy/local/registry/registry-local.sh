@@ -27,9 +27,9 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CACHE_ROOT="${OUTFLOW_LOCAL_CACHE:-$SCRIPT_DIR/../.cache}"
+CACHE_ROOT="$(realpath -m "${OUTFLOW_LOCAL_CACHE:-$SCRIPT_DIR/../.cache}")"
 CACHE_DIR="$CACHE_ROOT/registry"
-RUN_DIR="${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}/registry"
+RUN_DIR="$(realpath -m "${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}")/registry"
 HOST="${REGISTRY_HOST:-127.0.0.1}"
 PORT="${REGISTRY_PORT:-28081}"
 MGMT_PORT="${REGISTRY_MGMT_PORT:-28082}"

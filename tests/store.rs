@@ -1,0 +1,105 @@
+//! The store against real Mongo: the owner-epoch fence, and re-delivered event ids skipped.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{TestTopology, env};
+use mongodb::bson::doc;
+use outflow::dlq::{DeadLetter, Failure, Origin};
+use outflow::stage::StageRunner;
+use outflow::store::{BatchEvent, Store, StoreError};
+
+fn dead_letter(topology: &outflow::config::Topology, offset: i64) -> BatchEvent {
+    let source = &topology.sources[0];
+    let origin = Origin {
+        topic: source.topic.clone(),
+        partition: 0,
+        offset,
+    };
+    let failure = Failure {
+        class: "wire-format",
+        message: "test".into(),
+        stage: "source".into(),
+    };
+    BatchEvent::Dead(Box::new(DeadLetter::new(
+        &source.dlq_topic,
+        Some(b"k".to_vec()),
+        Some(b"v".to_vec()),
+        &format!("e{offset}"),
+        &origin,
+        &failure,
+        0,
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_with_a_stale_epoch_cannot_commit() {
+    let t = TestTopology::new("pipeline.toml");
+    let store = Store::connect(&env("OUTFLOW_MONGO_URI"), &t.prefix)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .ensure_collections(&t.topology)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let runner = StageRunner::new(Arc::clone(&t.topology), HashMap::new(), HashMap::new());
+    let (group, topic, dlq) = (
+        &t.topology.kafka.group_id,
+        &t.topology.sources[0].topic,
+        &t.topology.sources[0].dlq_topic,
+    );
+    let zombie = store
+        .claim_partition(group, topic, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let successor = store
+        .claim_partition(group, topic, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(successor.epoch, zombie.epoch + 1);
+    let never = || false;
+
+    let refused = store
+        .commit_batch(
+            &zombie,
+            &[dead_letter(&t.topology, 0)],
+            1,
+            &runner,
+            dlq,
+            &never,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.count("outbox", doc! {}).await,
+        0,
+        "nothing of the zombie's batch was written"
+    );
+
+    let accepted = store
+        .commit_batch(
+            &successor,
+            &[dead_letter(&t.topology, 0)],
+            1,
+            &runner,
+            dlq,
+            &never,
+        )
+        .await;
+    assert!(accepted.is_ok(), "{accepted:?}");
+    assert_eq!(t.count("outbox", doc! {}).await, 1);
+    let resumed = store
+        .claim_partition(group, topic, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        resumed.next_offset,
+        Some(1),
+        "the offset was committed with the batch"
+    );
+}
