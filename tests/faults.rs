@@ -5,19 +5,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{EVENTS_PER_QUOTE, TestTopology, eventually, produce_quotes, read_committed};
 use mongodb::bson::doc;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Held for a whole test: the broker restart would disturb the others.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
 async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
@@ -60,7 +54,7 @@ async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relay_killed_between_kafka_commit_and_mongo_cleanup_publishes_nothing_twice() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let quotes = 500;
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
@@ -97,7 +91,7 @@ async fn relay_killed_between_kafka_commit_and_mongo_cleanup_publishes_nothing_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_processor_replaced_by_another_doubles_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let quotes = 1_500;
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
@@ -135,7 +129,7 @@ async fn a_paused_processor_replaced_by_another_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let quotes = 1_500;
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
