@@ -103,3 +103,25 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
         "the offset was committed with the batch"
     );
 }
+
+fn outflow(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn validate_online_asks_every_server() {
+    let (code, out) = outflow(&["validate", "--online", "topology.toml"], &[]);
+    assert_eq!(code, 0, "{out}");
+    for check in ["ok   kafka", "ok   registry", "ok   mongo"] {
+        assert!(out.contains(check), "{check}: {out}");
+    }
+    assert!(out.contains("replica set"), "{out}");
+    let (code, out) = outflow(&["validate", "--online", "topology.toml"], &[("OUTFLOW_KAFKA_BROKERS", "127.0.0.1:1")]);
+    assert_eq!(code, 1, "an unreachable broker fails the online check: {out}");
+    assert!(out.contains("FAIL kafka"), "{out}");
+}
