@@ -7,7 +7,7 @@
 //! - [`stage`]: jq stages and the [`stage::Stage`] trait for custom Rust stages
 //! - [`store`]: the one Mongo transaction per batch (event log, entities, outbox, offsets)
 //! - [`relay`]: outbox → Kafka with a transactional producer per shard
-//! - [`dlq`]: dead-letter records
+//! - [`dlq`]: dead-letter records; [`ingress`], [`query`], [`http`], [`openapi`]: the HTTP API
 //! - [`runtime`]: the builder that wires them; [`cli`]: one file per subcommand
 //! - [`testkit`]: runs a topology in memory for users' own tests
 //! - [`graph`], [`health`], [`metrics`], [`topics`]: drawing, probes, metric names, topic creation
@@ -17,8 +17,11 @@ pub mod config;
 pub mod dlq;
 pub mod graph;
 pub mod health;
+pub mod http;
 pub mod ingress;
 pub mod metrics;
+pub mod openapi;
+pub mod query;
 pub mod relay;
 pub mod runtime;
 pub mod schema;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const SOURCE_RECORDS: &str = "outflow_source_records_total";
 pub const BATCH_SIZE: &str = "outflow_batch_size";
@@ -14,6 +15,12 @@ pub const RELAY_PUBLISHED: &str = "outflow_relay_published_total";
 pub const RELAY_TXN_SECONDS: &str = "outflow_relay_txn_seconds";
 pub const DLQ_RECORDS: &str = "outflow_dlq_records_total";
 pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
+pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
+
+/// Installs the Prometheus recorder for this process; `None` if one is installed already.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new().install_recorder().ok()
+}
 
 /// Records of a source topic by outcome: `processed`, `duplicate`, `skipped`, `dead-letter`.
 pub fn source_records(topic: &str, outcome: &'static str, n: usize) {

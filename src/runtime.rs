@@ -32,14 +32,31 @@ pub enum RuntimeError {
     Topics(#[from] crate::topics::TopicError),
     #[error(transparent)]
     Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Which parts of the pipeline a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Roles {
+    /// Processor, relay and the HTTP server.
     All,
     ProcessorOnly,
     RelayOnly,
+    /// Only the HTTP server (ingress and queries).
+    ServeOnly,
+}
+
+impl Roles {
+    fn processor(self) -> bool {
+        matches!(self, Roles::All | Roles::ProcessorOnly)
+    }
+    fn relay(self) -> bool {
+        matches!(self, Roles::All | Roles::RelayOnly)
+    }
+    fn http(self) -> bool {
+        matches!(self, Roles::All | Roles::ServeOnly)
+    }
 }
 
 /// Builds a runtime: `Runtime::builder("topology.toml").stage("pricing", my_stage).build()`.
@@ -168,33 +185,71 @@ impl Runtime {
 
     /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
     pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
-        let relay = (roles != Roles::ProcessorOnly).then(|| {
+        let joined = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let http = if roles.http() {
+            let state = crate::http::AppState {
+                topology: Arc::clone(&self.topology),
+                store: self.store.clone(),
+                registry: Arc::clone(&self.registry),
+                metrics: crate::metrics::install(),
+                processor_joined: roles.processor().then(|| Arc::clone(&joined)),
+            };
+            let producer = if self.topology.ingress.is_empty() {
+                None
+            } else {
+                let deadline = self.topology.http.produce_timeout;
+                Some(Arc::new(
+                    crate::ingress::EventProducer::new(
+                        Arc::clone(&self.topology),
+                        Arc::clone(&self.registry),
+                        deadline,
+                    )
+                    .map_err(crate::http::HttpError::from)?,
+                ))
+            };
+            Some(crate::http::start(state, producer, stop.clone()).await?)
+        } else {
+            None
+        };
+        let relay = roles.relay().then(|| {
             tokio::spawn(crate::relay::run(
                 Arc::clone(&self.topology),
                 self.store.clone(),
                 stop.clone(),
             ))
         });
-        let processed = if roles != Roles::RelayOnly {
+        let processed = if roles.processor() {
             let shared = Arc::new(Shared {
                 store: self.store.clone(),
                 registry: Arc::clone(&self.registry),
                 runner: Arc::clone(&self.runner),
+                joined,
             });
             source::run(Arc::clone(&self.topology), shared, stop.clone()).await
         } else {
+            let mut stop = stop.clone();
+            let _ = stop.wait_for(|s| *s).await;
             Ok(())
         };
-        if let Some(relay) = relay {
-            if processed.is_err() {
-                // the processor failed: stop the relay too, so the process exits and restarts whole
-                tracing::error!("processor stopped with an error; stopping the relay");
-            } else {
-                let _ = relay.await;
-                return Ok(());
+        if processed.is_err() {
+            // the processor failed: stop the rest too, so the process exits and restarts whole
+            tracing::error!("processor stopped with an error; stopping the relay and the server");
+            if let Some(r) = &relay {
+                r.abort();
             }
-            relay.abort();
+            if let Some(h) = &http {
+                h.abort();
+            }
+            return Ok(processed?);
         }
-        Ok(processed?)
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        if let Some(http) = http
+            && let Err(e) = http.await
+        {
+            tracing::error!("http server task failed: {e}");
+        }
+        Ok(())
     }
 }

@@ -110,7 +110,10 @@ fn outflow(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -121,7 +124,13 @@ fn validate_online_asks_every_server() {
         assert!(out.contains(check), "{check}: {out}");
     }
     assert!(out.contains("replica set"), "{out}");
-    let (code, out) = outflow(&["validate", "--online", "topology.toml"], &[("OUTFLOW_KAFKA_BROKERS", "127.0.0.1:1")]);
-    assert_eq!(code, 1, "an unreachable broker fails the online check: {out}");
+    let (code, out) = outflow(
+        &["validate", "--online", "topology.toml"],
+        &[("OUTFLOW_KAFKA_BROKERS", "127.0.0.1:1")],
+    );
+    assert_eq!(
+        code, 1,
+        "an unreachable broker fails the online check: {out}"
+    );
     assert!(out.contains("FAIL kafka"), "{out}");
 }

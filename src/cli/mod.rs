@@ -58,6 +58,11 @@ pub enum Command {
         after_help = "Examples:\n  outflow run\n  outflow run --processor-only topology.toml\n  OUTFLOW_LOG_FORMAT=json outflow run --relay-only"
     )]
     Run(run::Args),
+    /// Serve the HTTP API alone: ingress routes, entity queries, OpenAPI, metrics and health.
+    #[command(
+        after_help = "Example:\n  outflow serve topology.toml   # then: curl -XPOST localhost:8080/quotes -H 'content-type: application/json' -d @quote.json"
+    )]
+    Serve(run::ServeArgs),
     /// Produce JSON lines from stdin as Avro events onto a source topic (checked against its schema).
     #[command(
         after_help = "Example:\n  echo '{\"eventId\":\"e1\",\"quoteId\":\"q1\",...}' | outflow produce quote-events --type QuoteRequested"
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate::run(args).await,
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args).await,
+        Command::Serve(args) => run::serve(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Tail(args) => tail::run(args).await,
     };

@@ -36,7 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         &topology.registry.url,
         Duration::from_secs(10),
     )?);
-    let producer = EventProducer::new(Arc::clone(&topology), registry)?;
+    let producer = EventProducer::new(Arc::clone(&topology), registry, Duration::from_secs(30))?;
     let source = topology.source_for_topic(&args.topic).cloned();
     let mut failed = 0;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {

@@ -45,7 +45,22 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         (_, true) => Roles::RelayOnly,
         _ => Roles::All,
     };
-    let runtime = match Runtime::builder(&args.topology.topology).build().await {
+    start(&args.topology.topology, roles).await
+}
+
+/// `outflow serve`: the HTTP server alone (ingress and queries), no processor, no relay.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    topology: super::TopologyArg,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    start(&args.topology.topology, Roles::ServeOnly).await
+}
+
+async fn start(topology: &std::path::Path, roles: Roles) -> anyhow::Result<u8> {
+    let runtime = match Runtime::builder(topology).build().await {
         Ok(r) => r,
         Err(RuntimeError::Config(e)) => return Ok(super::config_failure(&e)),
         Err(e) => return Err(e.into()),

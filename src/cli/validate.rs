@@ -142,6 +142,21 @@ fn print_summary(t: &Topology) {
             o.schema.short_name()
         );
     }
+    for r in &t.ingress {
+        println!(
+            "  ingress   {} {} → {} ({})",
+            r.method,
+            r.path,
+            r.topic,
+            r.schema.short_name()
+        );
+    }
+    let admin = t
+        .http
+        .admin_listen
+        .as_ref()
+        .map_or(String::new(), |a| format!(" (admin {a})"));
+    println!("  http      {}{admin}", t.http.listen);
 }
 
 fn summary_json(t: &Topology) -> serde_json::Value {

@@ -5,6 +5,7 @@
 mod checks;
 pub mod diagnostic;
 pub mod env;
+mod http;
 mod items;
 mod raw;
 mod topology;

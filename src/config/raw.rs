@@ -25,6 +25,36 @@ pub struct RawTopology {
     pub topics: Vec<Spanned<RawTopic>>,
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
+    #[serde(default)]
+    pub ingress: Vec<Spanned<RawIngress>>,
+    pub http: Option<Spanned<RawHttp>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawIngress {
+    pub method: Option<SStr>,
+    pub path: Option<SStr>,
+    pub topic: Option<SStr>,
+    #[serde(rename = "type")]
+    pub record_type: Option<SStr>,
+    pub key: Option<SStr>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawHttp {
+    pub listen: Option<SStr>,
+    pub admin_listen: Option<SStr>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub produce_timeout_ms: Option<Spanned<i64>>,
+    pub tokens: Option<Spanned<RawTokens>>,
+}
+
+/// Bearer tokens per route group, as `env:NAME` or `file:/path` (never the token itself).
+#[derive(Debug, Deserialize)]
+pub struct RawTokens {
+    pub ingress: Option<SStr>,
+    pub query: Option<SStr>,
+    pub admin: Option<SStr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,7 +161,7 @@ pub fn known_keys(path: &str) -> &'static [&'static str] {
     match path {
         "" => &[
             "topology", "kafka", "registry", "mongo", "relay", "sources", "entities", "topics",
-            "stages",
+            "stages", "ingress", "http",
         ],
         "topology" => &["name"],
         "kafka" => &["brokers", "group_id", "properties"],
@@ -160,6 +190,15 @@ pub fn known_keys(path: &str) -> &'static [&'static str] {
         "stages" => &["name", "source", "kind", "when", "entity", "state", "emit"],
         "stages.entity" => &["kind", "id"],
         "stages.emit" => &["topic", "schema", "key", "value", "when"],
+        "ingress" => &["method", "path", "topic", "type", "key"],
+        "http" => &[
+            "listen",
+            "admin_listen",
+            "max_body_bytes",
+            "produce_timeout_ms",
+            "tokens",
+        ],
+        "http.tokens" => &["ingress", "query", "admin"],
         _ => &[],
     }
 }

@@ -22,6 +22,8 @@ pub struct Topology {
     pub entities: Vec<Entity>,
     pub topics: Vec<OutputTopic>,
     pub stages: Vec<StageDef>,
+    pub ingress: Vec<IngressRoute>,
+    pub http: HttpSettings,
 }
 
 impl Topology {
@@ -237,4 +239,50 @@ pub struct EmitDef {
     pub when: Option<JqProgram>,
     pub key: JqProgram,
     pub value: JqProgram,
+}
+
+/// `POST /quotes` → validate the JSON body as `schema` → produce to `topic`.
+#[derive(Debug, Clone)]
+pub struct IngressRoute {
+    pub method: String,
+    pub path: String,
+    pub topic: String,
+    pub schema: Arc<AvroSchema>,
+    /// Computes the Kafka key from the body; the source's key field when absent.
+    pub key: Option<JqProgram>,
+}
+
+/// Where a bearer token comes from (the token itself is never in the topology).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Ingress and query API.
+    pub listen: String,
+    /// `/metrics`, `/healthz`, `/readyz`, `/openapi.json`; the same address when not set.
+    pub admin_listen: Option<String>,
+    pub max_body_bytes: usize,
+    /// How long ingress waits for the broker's acknowledgement before answering 503.
+    pub produce_timeout: Duration,
+    pub ingress_token: Option<TokenSource>,
+    pub query_token: Option<TokenSource>,
+    pub admin_token: Option<TokenSource>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: None,
+            max_body_bytes: 64 * 1024,
+            produce_timeout: Duration::from_secs(10),
+            ingress_token: None,
+            query_token: None,
+            admin_token: None,
+        }
+    }
 }

@@ -60,7 +60,7 @@ impl<'a, 'd> Validator<'a, 'd> {
     }
 
     /// A string with `${VAR}` expanded, or E013.
-    fn expanded(&mut self, value: &SStr, path: &str) -> Option<String> {
+    pub(super) fn expanded(&mut self, value: &SStr, path: &str) -> Option<String> {
         match env::expand(value.get_ref(), self.ctx.env) {
             Ok(v) => Some(v),
             Err(EnvError::Missing { name, .. }) => {
@@ -306,6 +306,13 @@ impl<'a, 'd> Validator<'a, 'd> {
             .enumerate()
             .filter_map(|(i, s)| self.stage(s, i, &sources, &entities, &topics))
             .collect();
+        let ingress: Vec<IngressRoute> = raw
+            .ingress
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.ingress_route(r, i, &sources))
+            .collect();
+        let http = self.http(raw.http.as_ref());
         super::checks::cross_checks(self.diags, raw);
         if raw.sources.is_empty() {
             self.diags.push(
@@ -327,6 +334,8 @@ impl<'a, 'd> Validator<'a, 'd> {
             entities,
             topics,
             stages,
+            ingress,
+            http,
         };
         (!self.diags.has_errors()).then_some(topology)
     }

@@ -1,5 +1,7 @@
 //! Ingress: JSON business events → checked against the topic's Avro schema → produced to Kafka.
 
+pub mod http;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,12 +58,20 @@ pub struct EventProducer {
 }
 
 impl EventProducer {
-    pub fn new(topology: Arc<Topology>, registry: Arc<Registry>) -> Result<Self, ProduceError> {
+    /// `deadline`: how long librdkafka may try to deliver before the event counts as not written.
+    pub fn new(
+        topology: Arc<Topology>,
+        registry: Arc<Registry>,
+        deadline: Duration,
+    ) -> Result<Self, ProduceError> {
         let producer = crate::health::kafka_config(&topology.kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
+            .set(
+                "message.timeout.ms",
+                deadline.as_millis().max(1000).to_string(),
+            )
             .create()?;
         Ok(Self {
             topology,
@@ -85,6 +95,19 @@ impl EventProducer {
         event: &Json,
         event_id: &str,
     ) -> Result<Produced, ProduceError> {
+        self.produce_keyed(topic, record_type, event, event_id, None)
+            .await
+    }
+
+    /// Like [`Self::produce`], with the Kafka key given (`None`: the source's key field).
+    pub async fn produce_keyed(
+        &self,
+        topic: &str,
+        record_type: Option<&str>,
+        event: &Json,
+        event_id: &str,
+        key: Option<String>,
+    ) -> Result<Produced, ProduceError> {
         let source = self.source(topic)?;
         let schema = match record_type {
             Some(t) => source.schema_for(t),
@@ -105,13 +128,14 @@ impl EventProducer {
             schema: schema.full_name.clone(),
             errors,
         })?;
-        let key = match &source.key_field {
-            Some(field) => match event.get(field) {
+        let key = match (key, &source.key_field) {
+            (Some(k), _) => k,
+            (None, Some(field)) => match event.get(field) {
                 Some(Json::String(s)) if !s.is_empty() => s.clone(),
                 Some(Json::Number(n)) => n.to_string(),
                 _ => return Err(ProduceError::MissingKey(field.clone())),
             },
-            None => event_id.to_string(),
+            (None, None) => event_id.to_string(),
         };
         let subject = source
             .subject_strategy

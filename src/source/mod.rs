@@ -94,6 +94,9 @@ impl ConsumerContext for SourceContext {
                     return;
                 }
                 self.start_workers(claims);
+                self.shared
+                    .joined
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<(String, i32)> = tpl

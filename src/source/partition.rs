@@ -22,6 +22,8 @@ pub struct Shared {
     pub store: crate::store::Store,
     pub registry: Arc<crate::schema::registry::Registry>,
     pub runner: Arc<crate::stage::StageRunner>,
+    /// Set once the consumer joined its group (for `/readyz`).
+    pub joined: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn to_raw(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {

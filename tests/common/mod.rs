@@ -35,12 +35,19 @@ pub struct TestTopology {
 
 impl TestTopology {
     pub fn new(template: &str) -> Self {
+        Self::with_extra(template, "")
+    }
+
+    /// Like [`Self::new`], with `extra` TOML inserted after the `[http]` table's first line.
+    pub fn with_extra(template: &str, extra: &str) -> Self {
         let prefix = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let root = env!("CARGO_MANIFEST_DIR");
         let text = std::fs::read_to_string(format!("{root}/tests/topologies/{template}"))
             .unwrap_or_else(|e| panic!("{template}: {e}"))
             .replace("@PREFIX@", &prefix)
-            .replace("@ROOT@", root);
+            .replace("@ROOT@", root)
+            .replace("@HTTP_PORT@", &free_port().to_string())
+            .replace("[http]\n", &format!("[http]\n{extra}\n"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("topology.toml");
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
@@ -54,6 +61,11 @@ impl TestTopology {
             topology,
             _dir: dir,
         }
+    }
+
+    /// The base URL of this topology's HTTP server.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.topology.http.listen)
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -88,7 +100,12 @@ impl TestTopology {
             Registry::new(&self.topology.registry.url, Duration::from_secs(10))
                 .unwrap_or_else(|e| panic!("{e}")),
         );
-        EventProducer::new(Arc::clone(&self.topology), registry).unwrap_or_else(|e| panic!("{e}"))
+        EventProducer::new(
+            Arc::clone(&self.topology),
+            registry,
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts `outflow run` on this topology with extra arguments.
@@ -117,6 +134,13 @@ impl TestTopology {
             log: log_path,
         }
     }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
 }
 
 /// A running `outflow` process, killed when dropped.

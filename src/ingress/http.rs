@@ -1,0 +1,134 @@
+//! The ingress HTTP handler: JSON body → checked against the route's Avro schema → 202 once Kafka acked.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+
+use super::{EventProducer, ProduceError};
+use crate::config::{IngressRoute, Topology};
+
+/// What an ingress route needs at request time.
+pub struct IngressContext {
+    pub topology: Arc<Topology>,
+    pub producer: Arc<EventProducer>,
+    pub route: IngressRoute,
+}
+
+fn error(status: StatusCode, body: Json) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// Handles one request; every refusal says why and writes nothing.
+pub async fn ingest(ctx: Arc<IngressContext>, headers: HeaderMap, body: Body) -> Response {
+    let route_label = format!("{} {}", ctx.route.method, ctx.route.path);
+    let response = handle(&ctx, &headers, body).await;
+    metrics::counter!(crate::metrics::INGRESS_REQUESTS, "route" => route_label, "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}
+
+async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({ "error": "unsupported content type", "detail": format!("expected application/json, got `{content_type}`") }),
+        );
+    }
+    let limit = ctx.topology.http.max_body_bytes;
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": "body too large", "limit": limit }),
+        );
+    };
+    let mut event: Json = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "body is not JSON", "detail": e.to_string(), "line": e.line(), "column": e.column() }),
+            );
+        }
+    };
+    if !event.is_object() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "body must be a JSON object" }),
+        );
+    }
+    let source = ctx.topology.source_for_topic(&ctx.route.topic);
+    let id_field = source.and_then(|s| s.event_id_field.clone());
+    let event_id = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            id_field
+                .as_ref()
+                .and_then(|f| event.get(f))
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let (Some(field), Some(map)) = (&id_field, event.as_object_mut()) {
+        map.insert(field.clone(), Json::String(event_id.clone()));
+    }
+    let key = match &ctx.route.key {
+        Some(program) => match program.run_one(&event) {
+            Ok(Json::String(s)) if !s.is_empty() => Some(s),
+            Ok(Json::Number(n)) => Some(n.to_string()),
+            Ok(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": "no key", "detail": format!("the key `{}` gave {other}", program.code().trim()) }),
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": "no key", "detail": e.to_string() }),
+                );
+            }
+        },
+        None => None,
+    };
+    let produced = ctx
+        .producer
+        .produce_keyed(
+            &ctx.route.topic,
+            Some(ctx.route.schema.short_name()),
+            &event,
+            &event_id,
+            key,
+        )
+        .await;
+    match produced {
+        Ok(p) => (StatusCode::ACCEPTED, axum::Json(p)).into_response(),
+        Err(ProduceError::Invalid { schema, errors }) => error(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "body does not fit the schema", "schema": schema, "fields": errors }),
+        ),
+        Err(ProduceError::MissingKey(field)) => error(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "no key", "detail": format!("field `{field}` is missing or not a string/number") }),
+        ),
+        Err(e) => {
+            tracing::warn!(event_id, "ingress could not produce: {e}");
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "Kafka or the schema registry is unavailable; nothing was written", "eventId": event_id }),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
