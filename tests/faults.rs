@@ -162,7 +162,10 @@ async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
 }
 
 async fn post_quote(base: &str, n: usize) -> (u16, String, Option<String>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_else(|e| panic!("{e}"));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let id = format!("ingress-{n}");
     let body = serde_json::json!({"quoteId": format!("iq{n}"), "customerId": "c", "product": "AUTO", "coverageAmount": 1.0, "requestedAt": 1});
     let response = client
@@ -173,7 +176,11 @@ async fn post_quote(base: &str, n: usize) -> (u16, String, Option<String>) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     (response.status().as_u16(), id, retry_after)
 }
 
@@ -184,9 +191,17 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
     t.prepare().await;
     let _outflow = t.run(&[]);
     let base = t.http_base();
-    let up = eventually(Duration::from_secs(60), async || reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status() == 200)).await;
+    let up = eventually(Duration::from_secs(60), async || {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     assert!(up, "not ready");
-    let kafka = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/kafka/kafka-local.sh");
+    let kafka = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/kafka/kafka-local.sh"
+    );
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     for n in 0..20 {
@@ -194,7 +209,10 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
         assert_eq!(status, 202);
         accepted.push(id);
     }
-    let stopped = tokio::process::Command::new(kafka).arg("stop").status().await;
+    let stopped = tokio::process::Command::new(kafka)
+        .arg("stop")
+        .status()
+        .await;
     assert!(stopped.is_ok_and(|s| s.success()));
     for n in 20..25 {
         let (status, id, retry_after) = post_quote(&base, n).await;
@@ -202,7 +220,11 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
         assert_eq!(retry_after.as_deref(), Some("5"));
         refused.push(id);
     }
-    let started = tokio::process::Command::new(kafka).arg("start").stdout(std::process::Stdio::null()).status().await;
+    let started = tokio::process::Command::new(kafka)
+        .arg("start")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await;
     assert!(started.is_ok_and(|s| s.success()));
     for n in 25..45 {
         let mut status = 0;
@@ -217,12 +239,27 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
         assert_eq!(status, 202, "accepted again after the restart");
         accepted.push(id);
     }
-    let records = read_committed(&t.topic("quote-events"), 3, accepted.len(), Duration::from_secs(60), Duration::from_secs(3));
-    let on_topic: HashSet<&String> = records.iter().filter_map(|r| r.headers.get("outflow.event-id")).collect();
+    let records = read_committed(
+        &t.topic("quote-events"),
+        3,
+        accepted.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    );
+    let on_topic: HashSet<&String> = records
+        .iter()
+        .filter_map(|r| r.headers.get("outflow.event-id"))
+        .collect();
     for id in &accepted {
-        assert!(on_topic.contains(id), "accepted request {id} is missing from the topic");
+        assert!(
+            on_topic.contains(id),
+            "accepted request {id} is missing from the topic"
+        );
     }
     for id in &refused {
-        assert!(!on_topic.contains(id), "refused request {id} was written after all");
+        assert!(
+            !on_topic.contains(id),
+            "refused request {id} was written after all"
+        );
     }
 }
