@@ -1,8 +1,10 @@
 //! The command line: one file per subcommand, no business logic; errors become exit codes here.
 
+mod dlq;
 mod graph;
 mod produce;
 mod run;
+mod schemas;
 mod tail;
 mod validate;
 
@@ -68,6 +70,12 @@ pub enum Command {
         after_help = "Example:\n  echo '{\"eventId\":\"e1\",\"quoteId\":\"q1\",...}' | outflow produce quote-events --type QuoteRequested"
     )]
     Produce(produce::Args),
+    /// Schema compatibility checks for CI, and registration for deploys.
+    #[command(subcommand)]
+    Schemas(schemas::Command),
+    /// Dead letters: list, inspect, replay.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
     /// Print a topic's records as JSON lines (Avro decoded through the registry), with their headers.
     #[command(
         after_help = "Examples:\n  outflow tail entity-updates --from-beginning --limit 10\n  outflow tail quote-events.dlq --from-beginning --idle-timeout 5 | jq .headers"
@@ -92,6 +100,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run::serve(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Tail(args) => tail::run(args).await,
+        Command::Dlq(command) => dlq::run(command).await,
+        Command::Schemas(command) => schemas::run(command).await,
     };
     match code {
         Ok(code) => ExitCode::from(code),

@@ -8,8 +8,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use crate::config;
-use crate::schema::codec;
-use crate::schema::json::avro_to_json;
+use crate::schema::display::value_as_json;
 use crate::schema::registry::Registry;
 
 #[derive(Debug, clap::Args)]
@@ -115,16 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             .unwrap_or_default();
         let value = match m.payload() {
             None => Value::Null,
-            Some(bytes) => match codec::split_frame(bytes) {
-                Ok((id, body)) => match registry.schema_by_id(id).await {
-                    Ok(schema) => match codec::decode(id, &schema, &schema, body) {
-                        Ok(v) => avro_to_json(&v),
-                        Err(e) => json!({ "undecodable": e.to_string(), "hex": hex(bytes) }),
-                    },
-                    Err(e) => json!({ "undecodable": e.to_string(), "hex": hex(bytes) }),
-                },
-                Err(_) => json!({ "raw": String::from_utf8_lossy(bytes), "hex": hex(bytes) }),
-            },
+            Some(bytes) => value_as_json(&registry, bytes).await,
         };
         let line = json!({ "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
             "timestamp": m.timestamp().to_millis(), "key": key, "headers": headers, "value": value });
@@ -132,8 +122,4 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         printed += 1;
     }
     Ok(super::exit::OK)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

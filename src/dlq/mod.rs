@@ -3,6 +3,9 @@
 //! Key and value are the original bytes, so a replay re-produces exactly what failed. Header names
 //! follow Kafka's KIP-1034 where it has one, under the `outflow.` prefix.
 
+pub mod read;
+pub mod replay;
+
 /// Header names, written once here and read back by `dlq` commands.
 pub mod header {
     pub const ERROR_CLASS: &str = "outflow.error.class";

@@ -2,5 +2,7 @@
 
 pub mod avsc;
 pub mod codec;
+pub mod compat;
+pub mod display;
 pub mod json;
 pub mod registry;

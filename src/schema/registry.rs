@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::schema_registry::{
-    SrSettings, get_schema_by_id, post_schema,
+    SrSettings, get_all_versions, get_schema_by_id, get_schema_by_subject_and_version, post_schema,
 };
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
@@ -165,6 +165,65 @@ impl Registry {
                 transient: response.status().is_server_error(),
                 not_found: false,
             })
+        }
+    }
+
+    /// Every registered version of `subject`, oldest first (empty when the subject does not exist).
+    pub async fn versions(&self, subject: &str) -> Result<Vec<(u32, Schema)>, RegistryError> {
+        let numbers = match get_all_versions(&self.settings, subject.to_string())
+            .await
+            .map_err(from_src)
+        {
+            Ok(n) => n,
+            Err(e) if e.not_found => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for n in numbers {
+            let registered = get_schema_by_subject_and_version(&self.settings, subject, Some(n))
+                .await
+                .map_err(from_src)?;
+            let schema = Schema::parse_str(&registered.schema).map_err(|e| RegistryError {
+                message: format!("{subject} version {n} is not valid Avro: {e}"),
+                transient: false,
+                not_found: false,
+            })?;
+            out.push((n, schema));
+        }
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// The id of `schema` under `subject` if it is registered there already.
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        schema: &AvroSchema,
+    ) -> Result<Option<u32>, RegistryError> {
+        let url = format!("{}/subjects/{subject}", self.url);
+        let response = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .json(&serde_json::json!({ "schema": schema.text }))
+            .send()
+            .await
+            .map_err(|e| RegistryError {
+                message: format!("POST {url}: {e}"),
+                transient: true,
+                not_found: false,
+            })?;
+        match response.status().as_u16() {
+            200 => {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                Ok(body["id"].as_u64().map(|id| id as u32))
+            }
+            404 => Ok(None),
+            status => Err(RegistryError {
+                message: format!("POST {url} answered {status}"),
+                transient: status >= 500,
+                not_found: false,
+            }),
         }
     }
 }

@@ -1,0 +1,129 @@
+//! The on-call commands against the real stack: dead letters listed, inspected, replayed once fixed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestTopology, eventually};
+use mongodb::bson::doc;
+use serde_json::{Value, json};
+
+fn outflow(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let path = t.path.to_string_lossy().into_owned();
+    let first = t.run(&[]);
+    let producer = t.producer();
+    let topic = t.topic("quote-events");
+    for n in 0..3 {
+        let requested = json!({"eventId": format!("r{n}"), "quoteId": format!("dq{n}"), "customerId": "c", "product": "HOME", "coverageAmount": 1.0, "requestedAt": 1});
+        producer
+            .produce(&topic, Some("QuoteRequested"), &requested, &format!("r{n}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let priced = json!({"eventId": format!("p{n}"), "quoteId": format!("dq{n}"), "premium": -10.0, "validUntil": 1, "pricedAt": 1});
+        producer
+            .produce(&topic, Some("QuotePriced"), &priced, &format!("p{n}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let listed = eventually(Duration::from_secs(60), async || {
+        let (code, out, _) = outflow(&["dlq", "list", "--format", "json", "--topology", &path]);
+        code == 0
+            && serde_json::from_str::<Value>(&out)
+                .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 3))
+    })
+    .await;
+    assert!(listed, "three dead letters listed");
+    let (_, table, _) = outflow(&[
+        "dlq",
+        "list",
+        "--topology",
+        &path,
+        "--error-class",
+        "stage-error",
+    ]);
+    assert!(
+        table.contains("negative premium") && table.contains("3 dead letter(s)"),
+        "{table}"
+    );
+    let (_, none, _) = outflow(&[
+        "dlq",
+        "list",
+        "--topology",
+        &path,
+        "--error-class",
+        "wire-format",
+    ]);
+    assert!(none.contains("0 dead letter(s)"), "{none}");
+    let (code, inspected, err) = outflow(&[
+        "dlq",
+        "inspect",
+        &t.topic("quote-events.dlq"),
+        "0:0",
+        "--topology",
+        &path,
+    ]);
+    if code == 0 {
+        let v: Value = serde_json::from_str(&inspected).unwrap_or_default();
+        assert_eq!(v["headers"]["outflow.error.class"], "stage-error");
+        assert_eq!(
+            v["value"]["premium"], -10.0,
+            "the value decoded from Avro: {inspected}"
+        );
+    } else {
+        assert!(
+            err.contains("no record at"),
+            "partition 0 may hold none of the three: {err}"
+        );
+    }
+    let (code, dry, _) = outflow(&["dlq", "replay", "--dry-run", "--topology", &path]);
+    assert_eq!(code, 0);
+    assert!(dry.contains("dry run: would send 3"), "{dry}");
+
+    // fix the stage: negative premiums are fine after all
+    let fixed = std::fs::read_to_string(&t.path)
+        .unwrap_or_default()
+        .replace(
+            "if .event.premium < 0 then error(\"negative premium\") else . end |",
+            "",
+        );
+    std::fs::write(&t.path, fixed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.stop(), Some(0));
+    let _second = t.run(&[]);
+    let (code, out, err) = outflow(&["dlq", "replay", "--topology", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent 3, already replayed 0"), "{out}");
+    let priced = eventually(Duration::from_secs(60), async || {
+        t.count("quote", doc! { "state.status": "PRICED", "version": 2_i64 })
+            .await
+            == 3
+    })
+    .await;
+    assert!(
+        priced,
+        "the replayed events were processed by the fixed stage"
+    );
+    assert_eq!(t.count("event_log", doc! {}).await, 6);
+    let (code, out, _) = outflow(&["dlq", "replay", "--topology", &path]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("sent 0, already replayed 3"),
+        "the same replay again sends nothing: {out}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(t.count("event_log", doc! {}).await, 6, "nothing doubled");
+}
