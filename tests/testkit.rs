@@ -96,3 +96,74 @@ fn a_custom_rust_stage_runs_like_a_jq_one() {
         .unwrap_or_default();
     assert!(err.contains("E017"), "{err}");
 }
+
+fn outflow(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn outflow_test_passes_the_shipped_cases() {
+    let (code, out) = outflow(&["test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn outflow_test_fails_a_wrong_expectation_with_a_readable_diff() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("wrong_test.toml");
+    let topology = concat!(env!("CARGO_MANIFEST_DIR"), "/topology.toml");
+    std::fs::write(&file, format!(r#"topology = "{topology}"
+[[case]]
+name = "expects the wrong status"
+[[case.input]]
+topic = "quote-events"
+type = "QuoteRequested"
+event = {{ eventId = "e1", quoteId = "q1", customerId = "c1", product = "HOME", coverageAmount = 1.0, requestedAt = 1 }}
+[[case.expect_entity]]
+kind = "quote"
+id = "q1"
+version = 3
+contains = {{ status = "PRICED" }}
+"#)).unwrap_or_else(|e| panic!("{e}"));
+    let report = dir.path().join("report.xml");
+    let (code, out) = outflow(&[
+        "test",
+        &file.to_string_lossy(),
+        "--junit",
+        &report.to_string_lossy(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("expects the wrong status"),
+        "{out}"
+    );
+    assert!(
+        out.contains("entity quote `q1` is at version 1, expected 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("-   \"status\": \"PRICED\""),
+        "the expected side of the diff: {out}"
+    );
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    let xml = std::fs::read_to_string(&report).unwrap_or_default();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("failure"))
+            .count(),
+        1
+    );
+}

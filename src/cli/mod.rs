@@ -6,6 +6,7 @@ mod produce;
 mod run;
 mod schemas;
 mod tail;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -73,6 +74,11 @@ pub enum Command {
     /// Schema compatibility checks for CI, and registration for deploys.
     #[command(subcommand)]
     Schemas(schemas::Command),
+    /// Run config-driven topology tests in memory (no servers).
+    #[command(
+        after_help = "Examples:\n  outflow test\n  outflow test tests/topology/quotes_test.toml --junit report.xml"
+    )]
+    Test(test::Args),
     /// Dead letters: list, inspect, replay.
     #[command(subcommand)]
     Dlq(dlq::Command),
@@ -101,6 +107,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Produce(args) => produce::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(command) => dlq::run(command).await,
+        Command::Test(args) => test::run(args),
         Command::Schemas(command) => schemas::run(command).await,
     };
     match code {

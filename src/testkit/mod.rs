@@ -4,6 +4,8 @@
 //! Records take the same path as in production (Avro encoding against the topic's schema, the
 //! decoder, the stage fold); only Kafka, the registry and Mongo are replaced by maps.
 
+pub mod cases;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
