@@ -128,21 +128,21 @@ fn check_value(
     contained: Option<&toml::Value>,
     failures: &mut Vec<String>,
 ) {
-    if let Some(expected) = equals.map(to_json) {
-        if !contains(actual, &expected) || !contains(&expected, actual) {
-            failures.push(format!(
-                "{what} is not equal to the expectation:\n{}",
-                diff(&expected, actual)
-            ));
-        }
+    if let Some(expected) = equals.map(to_json)
+        && (!contains(actual, &expected) || !contains(&expected, actual))
+    {
+        failures.push(format!(
+            "{what} is not equal to the expectation:\n{}",
+            diff(&expected, actual)
+        ));
     }
-    if let Some(expected) = contained.map(to_json) {
-        if !contains(actual, &expected) {
-            failures.push(format!(
-                "{what} does not contain the expectation:\n{}",
-                diff(&expected, actual)
-            ));
-        }
+    if let Some(expected) = contained.map(to_json)
+        && !contains(actual, &expected)
+    {
+        failures.push(format!(
+            "{what} does not contain the expectation:\n{}",
+            diff(&expected, actual)
+        ));
     }
 }
 
