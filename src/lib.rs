@@ -22,6 +22,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod rebuild;
 pub mod relay;
 pub mod runtime;
 pub mod schema;

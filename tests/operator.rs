@@ -127,3 +127,98 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(t.count("event_log", doc! {}).await, 6, "nothing doubled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_after_a_stage_change_matches_processing_from_scratch() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let path = t.path.to_string_lossy().into_owned();
+    let first = t.run(&[]);
+    let producer = t.producer();
+    let topic = t.topic("quote-events");
+    let mut inputs = Vec::new();
+    for n in 0..20 {
+        let requested = json!({"eventId": format!("rb-r{n}"), "quoteId": format!("rb{n}"), "customerId": "c", "product": "AUTO", "coverageAmount": 1.0, "requestedAt": 1});
+        let priced = json!({"eventId": format!("rb-p{n}"), "quoteId": format!("rb{n}"), "premium": 100.0 + n as f64, "validUntil": 1, "pricedAt": 1});
+        for (kind, event) in [("QuoteRequested", requested), ("QuotePriced", priced)] {
+            let id = event["eventId"].as_str().unwrap_or_default().to_string();
+            producer
+                .produce(&topic, Some(kind), &event, &id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            inputs.push((kind, event));
+        }
+    }
+    let done = eventually(Duration::from_secs(60), async || {
+        t.count("quote", doc! { "version": 2_i64 }).await == 20
+    })
+    .await;
+    assert!(done, "processed");
+    assert_eq!(first.stop(), Some(0));
+
+    // the stage changes: priced quotes now carry the insurance tax
+    let changed = std::fs::read_to_string(&t.path)
+        .unwrap_or_default()
+        .replace(
+            "{ status: \"PRICED\", premium: .event.premium,",
+            "{ status: \"PRICED\", premium: .event.premium, tax: (.event.premium * 0.19),",
+        );
+    std::fs::write(&t.path, &changed).unwrap_or_else(|e| panic!("{e}"));
+    let (code, out, err) = outflow(&["rebuild", "quote", "--dry-run", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("20 entities from 40 events; would change 20, unchanged 0"),
+        "{out}"
+    );
+    assert_eq!(
+        t.count("quote", doc! { "state.tax": { "$exists": true } })
+            .await,
+        0,
+        "a dry run writes nothing"
+    );
+    let (code, out, err) = outflow(&["rebuild", "quote", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("changed 20, unchanged 0, skipped (changed meanwhile) 0, rejected events 0"),
+        "{out}"
+    );
+
+    // the same events from scratch, in memory, through the changed topology
+    let mut scratch =
+        outflow::testkit::TopologyTestDriver::new(&t.path).unwrap_or_else(|e| panic!("{e}"));
+    for (kind, event) in &inputs {
+        scratch
+            .pipe(&topic, Some(kind), event)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let db = t.db().await;
+    for n in 0..20 {
+        let id = format!("rb{n}");
+        let expected = scratch
+            .entity("quote", &id)
+            .unwrap_or_else(|| panic!("no {id} in memory"));
+        let stored = db
+            .collection::<mongodb::bson::Document>("quote")
+            .find_one(doc! { "_id": &id })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let state = stored
+            .get("state")
+            .cloned()
+            .map(|b| b.into_relaxed_extjson())
+            .unwrap_or_default();
+        assert_eq!(state, expected.state, "{id}");
+        assert_eq!(
+            stored.get_i64("version").ok(),
+            Some(expected.version),
+            "{id}"
+        );
+    }
+    let (_, again, _) = outflow(&["rebuild", "quote", &path]);
+    assert!(
+        again.contains("changed 0, unchanged 20"),
+        "a second rebuild finds nothing to do: {again}"
+    );
+}

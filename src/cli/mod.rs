@@ -3,6 +3,7 @@
 mod dlq;
 mod graph;
 mod produce;
+mod rebuild;
 mod run;
 mod schemas;
 mod tail;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Schema compatibility checks for CI, and registration for deploys.
     #[command(subcommand)]
     Schemas(schemas::Command),
+    /// Recompute every entity of a kind from its event log through the current stages.
+    #[command(after_help = "Examples:\n  outflow rebuild quote --dry-run\n  outflow rebuild quote")]
+    Rebuild(rebuild::Args),
     /// Run config-driven topology tests in memory (no servers).
     #[command(
         after_help = "Examples:\n  outflow test\n  outflow test tests/topology/quotes_test.toml --junit report.xml"
@@ -108,6 +112,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Test(args) => test::run(args),
+        Command::Rebuild(args) => rebuild::run(args).await,
         Command::Schemas(command) => schemas::run(command).await,
     };
     match code {

@@ -223,6 +223,8 @@ fn to_models(
             partition: claim.partition,
             offset: d.offset,
             version: l.version,
+            key: d.meta.get("key").and_then(|k| k.as_str()),
+            timestamp: d.meta.get("timestamp").and_then(|t| t.as_i64()),
         };
         models.push(
             InsertOneModel::builder()

@@ -49,6 +49,9 @@ pub struct EventLogEntry<'a> {
     pub partition: i32,
     pub offset: i64,
     pub version: i64,
+    /// The Kafka key as text (stages may use `.meta.key`; rebuilds need it back).
+    pub key: Option<&'a str>,
+    pub timestamp: Option<i64>,
 }
 
 pub fn event_log_doc(e: &EventLogEntry<'_>, now: DateTime) -> Document {
@@ -59,7 +62,7 @@ pub fn event_log_doc(e: &EventLogEntry<'_>, now: DateTime) -> Document {
         "type": e.event_type,
         "payload": to_bson(e.payload),
         "schema": { "subject": e.subject, "id": i64::from(e.schema_id) },
-        "source": { "topic": e.topic, "partition": e.partition, "offset": e.offset },
+        "source": { "topic": e.topic, "partition": e.partition, "offset": e.offset, "key": e.key, "timestamp": e.timestamp },
         "version": e.version,
         "recordedAt": now,
     }
