@@ -1,0 +1,162 @@
+//! The raw ceilings: what Mongo and Kafka do on this machine with no outflow in between.
+
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
+use mongodb::{Client, Namespace};
+use outflow::store::documents::{self, EventLogEntry, OutboxEntry};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::json;
+
+/// Batch transactions of `batch` events, each an event-log insert, an entity upsert and an outbox
+/// insert (the documents outflow writes), plus the offsets update, in one `bulkWrite` per
+/// transaction: events/s.
+pub async fn mongo(uri: &str, batch: usize, events: usize) -> anyhow::Result<f64> {
+    let client = Client::with_uri_str(uri).await?;
+    let db_name = format!("bench_raw_{}", uuid::Uuid::now_v7().simple());
+    let db = client.database(&db_name);
+    for c in ["event_log", "account", "outbox", "offsets"] {
+        db.create_collection(c).await?;
+    }
+    let payload = json!({"notes": "x".repeat(900), "amount": 1.5});
+    let state = json!({"count": 1, "total": 1.5});
+    let mut session = client.start_session().await?;
+    let started = Instant::now();
+    let mut seq = 0i64;
+    for chunk in 0..events.div_ceil(batch) {
+        let mut models: Vec<WriteModel> = Vec::with_capacity(batch * 3);
+        for i in 0..batch {
+            let n = chunk * batch + i;
+            let id = format!("e{n}");
+            let entity = format!("acc{}", n % 10_000);
+            seq += 1;
+            let entry = EventLogEntry {
+                event_id: &id,
+                entity_kind: "account",
+                entity_id: &entity,
+                event_type: "BenchEvent",
+                payload: &payload,
+                schema_id: 1,
+                subject: "s",
+                topic: "t",
+                partition: 0,
+                offset: n as i64,
+                version: 1,
+                key: Some(&entity),
+                timestamp: None,
+            };
+            models.push(
+                InsertOneModel::builder()
+                    .namespace(Namespace::new(&db_name, "event_log"))
+                    .document(documents::event_log_doc(&entry, DateTime::now()))
+                    .build()
+                    .into(),
+            );
+            models.push(
+                ReplaceOneModel::builder()
+                    .namespace(Namespace::new(&db_name, "account"))
+                    .filter(doc! { "_id": &entity })
+                    .replacement(documents::entity_doc(
+                        &entity,
+                        &state,
+                        1,
+                        &id,
+                        DateTime::now(),
+                    ))
+                    .upsert(true)
+                    .build()
+                    .into(),
+            );
+            let outbox = OutboxEntry {
+                id: uuid::Uuid::now_v7().to_string(),
+                aggregate_type: "account",
+                aggregate_id: &entity,
+                event_type: "BenchUpdated",
+                topic: "t",
+                key: None,
+                payload: Some(vec![0u8; 64]),
+                event_id: &id,
+                headers: &[],
+                shard: "t:0",
+                seq,
+            };
+            models.push(
+                InsertOneModel::builder()
+                    .namespace(Namespace::new(&db_name, "outbox"))
+                    .document(documents::outbox_doc(outbox, DateTime::now()))
+                    .build()
+                    .into(),
+            );
+        }
+        session.start_transaction().await?;
+        // the offsets write outflow makes first in every batch transaction
+        db.collection::<Document>("offsets")
+            .update_one(
+                doc! { "_id": "bench/0" },
+                doc! { "$set": { "nextOffset": seq } },
+            )
+            .upsert(true)
+            .session(&mut session)
+            .await?;
+        client.bulk_write(models).session(&mut session).await?;
+        session.commit_transaction().await?;
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let _ = db.drop().await;
+    Ok(rate)
+}
+
+/// A transactional producer sending `records` records of `size` bytes, 1,000 per transaction: records/s.
+pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result<f64> {
+    let topic = format!("bench-raw-{}", uuid::Uuid::now_v7().simple());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+    let new = rdkafka::admin::NewTopic::new(&topic, 6, rdkafka::admin::TopicReplication::Fixed(1));
+    admin
+        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
+        .await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "transactional.id",
+            format!("bench-raw-{}", uuid::Uuid::now_v7()),
+        )
+        .set("linger.ms", "5")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let value = vec![7u8; size];
+    let started = Instant::now();
+    for chunk in 0..records.div_ceil(1000) {
+        producer.begin_transaction()?;
+        let mut deliveries = Vec::with_capacity(1000);
+        for i in 0..1000 {
+            let key = format!("acc{}", (chunk * 1000 + i) % 10_000);
+            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)) {
+                Ok(d) => deliveries.push(d),
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        for d in deliveries {
+            if let Ok(Err((e, _))) = d.await {
+                return Err(e.into());
+            }
+        }
+        producer.commit_transaction(Duration::from_secs(30))?;
+    }
+    Ok(records as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Drops a database created by a run (best effort).
+pub async fn drop_database(uri: &str, name: &str) {
+    if let Ok(client) = Client::with_uri_str(uri).await {
+        let _ = client.database(name).drop().await;
+        let _ = client
+            .database(name)
+            .collection::<Document>("x")
+            .drop()
+            .await;
+    }
+}
