@@ -242,14 +242,20 @@ async fn bind(addr: &str) -> Result<tokio::net::TcpListener, HttpError> {
 }
 
 /// Binds the listeners (so a taken port fails the start) and serves in the background until
-/// `stop` turns true. Admin routes share the public listener unless `admin_listen` is set.
+/// `stop` turns true. Admin routes share the public listener unless `admin_listen` is set; `api`
+/// false serves the admin routes alone (processor-only and relay-only processes).
 pub async fn start(
     state: AppState,
     producer: Option<Arc<EventProducer>>,
+    api: bool,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
     let settings = state.topology.http.clone();
-    let public = public_router(state.clone(), producer)?;
+    let public = if api {
+        public_router(state.clone(), producer)?
+    } else {
+        Router::new()
+    };
     let admin = admin_router(state)?;
     let shutdown = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -54,7 +54,8 @@ impl Roles {
     fn relay(self) -> bool {
         matches!(self, Roles::All | Roles::RelayOnly)
     }
-    fn http(self) -> bool {
+    /// Ingress and query routes; every role serves the admin routes (metrics, health).
+    fn api(self) -> bool {
         matches!(self, Roles::All | Roles::ServeOnly)
     }
 }
@@ -186,7 +187,7 @@ impl Runtime {
     /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
     pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
         let joined = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let http = if roles.http() {
+        let http = {
             let state = crate::http::AppState {
                 topology: Arc::clone(&self.topology),
                 store: self.store.clone(),
@@ -194,7 +195,7 @@ impl Runtime {
                 metrics: crate::metrics::install(),
                 processor_joined: roles.processor().then(|| Arc::clone(&joined)),
             };
-            let producer = if self.topology.ingress.is_empty() {
+            let producer = if self.topology.ingress.is_empty() || !roles.api() {
                 None
             } else {
                 let deadline = self.topology.http.produce_timeout;
@@ -207,9 +208,7 @@ impl Runtime {
                     .map_err(crate::http::HttpError::from)?,
                 ))
             };
-            Some(crate::http::start(state, producer, stop.clone()).await?)
-        } else {
-            None
+            Some(crate::http::start(state, producer, roles.api(), stop.clone()).await?)
         };
         let relay = roles.relay().then(|| {
             tokio::spawn(crate::relay::run(
