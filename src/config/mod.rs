@@ -8,6 +8,7 @@ pub mod env;
 mod http;
 mod items;
 mod raw;
+mod sections;
 mod topology;
 mod validate;
 

@@ -116,8 +116,14 @@ impl TestTopology {
     /// Starts `outflow run` with extra arguments and environment variables.
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outflow {
         // processor-only and relay-only processes serve only the admin routes, on a port of their own
-        let partial = args.iter().any(|a| *a == "--processor-only" || *a == "--relay-only");
-        let listen = if partial { format!("127.0.0.1:{}", free_port()) } else { self.topology.http.listen.clone() };
+        let partial = args
+            .iter()
+            .any(|a| *a == "--processor-only" || *a == "--relay-only");
+        let listen = if partial {
+            format!("127.0.0.1:{}", free_port())
+        } else {
+            self.topology.http.listen.clone()
+        };
         let log_path = self
             .path
             .with_extension(format!("{}.log", uuid::Uuid::now_v7().simple()));
