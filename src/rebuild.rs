@@ -6,7 +6,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use serde_json::{Value as Json, json};
 
 use crate::stage::StageRunner;
-use crate::store::documents::{EVENT_LOG, to_bson, to_json};
+use crate::store::documents::{self, EVENT_LOG, to_bson, to_json};
 use crate::store::{Store, StoreError};
 
 /// What a rebuild found and did.
@@ -18,6 +18,8 @@ pub struct RebuildReport {
     pub unchanged: usize,
     /// Changed by the processor while the rebuild ran: left as they are.
     pub skipped_concurrent: usize,
+    /// Outbox records written by `--emit` (what the entity's last event emits now).
+    pub emitted: usize,
     /// `(entity id, why)` for events the current stages reject.
     pub failed: Vec<(String, String)>,
 }
@@ -29,9 +31,10 @@ fn replay(
     id: &str,
     events: &[Document],
     report: &mut RebuildReport,
-) -> (Option<Json>, i64) {
+) -> (Option<Json>, i64, Option<LastEvent>) {
     let topology = runner.topology();
     let mut state: Option<Json> = None;
+    let mut last: Option<LastEvent> = None;
     let mut version = 0;
     for e in events {
         let source_doc = e.get_document("source").ok();
@@ -81,7 +84,17 @@ fn replay(
             m.insert("entity".into(), json!({ "kind": kind, "id": id }));
         }
         match runner.apply(routed.stage, &payload, state.as_ref(), &meta) {
-            Ok(applied) => state = Some(applied.state),
+            Ok(applied) => {
+                state = Some(applied.state);
+                last = Some(LastEvent {
+                    outputs: applied.outbox,
+                    event_id: e.get_str("_id").unwrap_or_default().to_string(),
+                    topic: topic.to_string(),
+                    partition: source_doc
+                        .and_then(|s| s.get_i32("partition").ok())
+                        .unwrap_or(0),
+                });
+            }
             Err(f) => {
                 version -= 1;
                 report.failed.push((id.to_string(), f.to_string()));
@@ -89,7 +102,15 @@ fn replay(
         }
         report.events += 1;
     }
-    (state, version)
+    (state, version, last)
+}
+
+/// What the entity's last event emits under the current stages (the correction `--emit` sends).
+struct LastEvent {
+    outputs: Vec<crate::stage::OutboxDraft>,
+    event_id: String,
+    topic: String,
+    partition: i32,
 }
 
 /// Rebuilds every entity of `kind`; `progress` is told how many events were read so far.
@@ -98,6 +119,7 @@ pub async fn rebuild(
     runner: &StageRunner,
     kind: &str,
     dry_run: bool,
+    emit: bool,
     progress: &dyn Fn(u64),
 ) -> Result<RebuildReport, StoreError> {
     let collection = runner
@@ -123,7 +145,7 @@ pub async fn rebuild(
             .map(str::to_string);
         if current.is_some() && next_id != current {
             let id = current.take().unwrap_or_default();
-            let (state, version) = replay(runner, kind, &id, &events, &mut report);
+            let (state, version, last) = replay(runner, kind, &id, &events, &mut report);
             report.entities += 1;
             let existing = entities.find_one(doc! { "_id": &id }).await?;
             let old_state = existing
@@ -141,11 +163,38 @@ pub async fn rebuild(
                     None => doc! { "_id": &id },
                 };
                 let update = doc! { "$set": { "state": to_bson(state), "version": version, "updatedAt": DateTime::now() } };
-                let result = entities
-                    .update_one(filter, update)
-                    .upsert(old_version.is_none())
-                    .await?;
-                if result.matched_count == 1 || result.upserted_id.is_some() {
+                let corrections = if emit {
+                    last.filter(|l| !l.outputs.is_empty())
+                } else {
+                    None
+                };
+                let written = match corrections {
+                    None => {
+                        let result = entities
+                            .update_one(filter, update)
+                            .upsert(old_version.is_none())
+                            .await?;
+                        result.matched_count == 1 || result.upserted_id.is_some()
+                    }
+                    Some(last) => {
+                        let written = write_with_corrections(
+                            store,
+                            runner,
+                            &collection,
+                            kind,
+                            filter,
+                            update,
+                            old_version.is_none(),
+                            &last,
+                        )
+                        .await?;
+                        if written {
+                            report.emitted += last.outputs.len();
+                        }
+                        written
+                    }
+                };
+                if written {
                     report.changed += 1;
                 } else {
                     report.skipped_concurrent += 1;
@@ -160,4 +209,97 @@ pub async fn rebuild(
         events.push(doc);
     }
     Ok(report)
+}
+
+/// Updates the entity and adds its corrections to the outbox of its last event's shard, in one
+/// transaction that takes the next `seq` numbers from the partition's offsets document (so the
+/// processor writing the same shard conflicts and retries instead of reusing a number).
+#[allow(clippy::too_many_arguments)]
+async fn write_with_corrections(
+    store: &Store,
+    runner: &StageRunner,
+    collection: &str,
+    kind: &str,
+    filter: Document,
+    update: Document,
+    upsert: bool,
+    last: &LastEvent,
+) -> Result<bool, StoreError> {
+    let group = &runner.topology().kafka.group_id;
+    let offsets_id = documents::offsets_id(group, &last.topic, last.partition);
+    let shard = documents::shard_of(&last.topic, last.partition);
+    let n = last.outputs.len() as i64;
+    let never = || false;
+    let mut retrier = crate::store::txn::Retrier::new(&never);
+    let mut session = store.client().start_session().await?;
+    loop {
+        retrier.begin(&mut session).await?;
+        let attempt: Result<bool, StoreError> = async {
+            let result = store
+                .database()
+                .collection::<Document>(collection)
+                .update_one(filter.clone(), update.clone())
+                .upsert(upsert)
+                .session(&mut session)
+                .await?;
+            if result.matched_count == 0 && result.upserted_id.is_none() {
+                return Ok(false);
+            }
+            let after = store
+                .database()
+                .collection::<Document>(documents::OFFSETS)
+                .find_one_and_update(
+                    doc! { "_id": &offsets_id },
+                    doc! { "$inc": { "outboxSeq": n } },
+                )
+                .return_document(mongodb::options::ReturnDocument::After)
+                .session(&mut session)
+                .await?;
+            let end = after.and_then(|d| d.get_i64("outboxSeq").ok()).unwrap_or(n);
+            let now = DateTime::now();
+            let docs: Vec<Document> = last
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(i, draft)| {
+                    documents::outbox_doc(
+                        documents::OutboxEntry {
+                            id: uuid::Uuid::now_v7().to_string(),
+                            aggregate_type: kind,
+                            aggregate_id: &draft.key,
+                            event_type: &draft.event_type,
+                            topic: &draft.topic,
+                            key: None,
+                            payload: Some(draft.payload.clone()),
+                            event_id: &last.event_id,
+                            headers: &[],
+                            shard: &shard,
+                            seq: end - n + 1 + i as i64,
+                        },
+                        now,
+                    )
+                })
+                .collect();
+            store
+                .database()
+                .collection::<Document>(documents::OUTBOX)
+                .insert_many(docs)
+                .session(&mut session)
+                .await?;
+            Ok(true)
+        }
+        .await;
+        match attempt {
+            Ok(false) => {
+                let _ = session.abort_transaction().await;
+                return Ok(false);
+            }
+            Ok(true) => {
+                if retrier.commit(&mut session).await? {
+                    return Ok(true);
+                }
+            }
+            Err(e) => retrier.recover(&mut session, e).await?,
+        }
+    }
 }

@@ -221,4 +221,40 @@ async fn rebuild_after_a_stage_change_matches_processing_from_scratch() {
         again.contains("changed 0, unchanged 20"),
         "a second rebuild finds nothing to do: {again}"
     );
+
+    // with --emit, each changed entity also publishes what its last event emits now
+    let taxed = std::fs::read_to_string(&t.path)
+        .unwrap_or_default()
+        .replace(
+            "tax: (.event.premium * 0.19)",
+            "tax: (.event.premium * 0.2)",
+        );
+    std::fs::write(&t.path, &taxed).unwrap_or_else(|e| panic!("{e}"));
+    let _running = t.run(&[]);
+    let (code, out, err) = outflow(&["rebuild", "quote", "--emit", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("changed 20") && out.contains("emitted 20"),
+        "{out}"
+    );
+    let updates = common::read_committed(
+        &t.topic("entity-updates"),
+        3,
+        60,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    );
+    assert_eq!(updates.len(), 60, "40 from processing, 20 corrections");
+    let pricing = updates
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("outflow.event-id")
+                .is_some_and(|e| e.starts_with("rb-p"))
+        })
+        .count();
+    assert_eq!(
+        pricing, 40,
+        "each quote's last event (the pricing) published by processing and once more by the rebuild"
+    );
 }

@@ -14,6 +14,9 @@ pub struct Args {
     /// Report what would change; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also publish, for each changed entity, what its last event emits under the current stages.
+    #[arg(long, conflicts_with = "dry_run")]
+    emit: bool,
     #[command(flatten)]
     topology: super::TopologyArg,
 }
@@ -59,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         &runtime.runner,
         &args.kind,
         args.dry_run,
+        args.emit,
         &|n| bar.set_position(n),
     )
     .await?;
@@ -72,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         "changed"
     };
     println!(
-        "{} {}: {} entities from {} events; {verb} {}, unchanged {}, skipped (changed meanwhile) {}, rejected events {}",
+        "{} {}: {} entities from {} events; {verb} {}, unchanged {}, skipped (changed meanwhile) {}, rejected events {}, emitted {}",
         if args.dry_run { "dry run:" } else { "rebuilt" },
         args.kind,
         report.entities,
@@ -80,7 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         report.changed,
         report.unchanged,
         report.skipped_concurrent,
-        report.failed.len()
+        report.failed.len(),
+        report.emitted
     );
     Ok(super::exit::OK)
 }

@@ -12,7 +12,7 @@
 
 mod batch;
 pub mod documents;
-mod txn;
+pub(crate) mod txn;
 
 use std::time::Duration;
 
