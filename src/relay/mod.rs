@@ -98,6 +98,7 @@ async fn own_shard(
                     checkpoint_partition: partition,
                     wake: Arc::clone(&wake),
                     lease: lease.clone(),
+                    gauged_at: std::sync::atomic::AtomicU64::new(0),
                 };
                 match publisher.run(stop.clone()).await {
                     Ok(()) => {

@@ -103,7 +103,12 @@ pub struct ShardPublisher {
     pub checkpoint_partition: i32,
     pub wake: Arc<Notify>,
     pub lease: Lease,
+    /// When the outbox gauges were last refreshed (ms since the epoch).
+    pub gauged_at: std::sync::atomic::AtomicU64,
 }
+
+/// How often the outbox gauges (pending, oldest age) are refreshed.
+const GAUGE_EVERY_MS: u64 = 5_000;
 
 impl ShardPublisher {
     fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
@@ -261,12 +266,20 @@ impl ShardPublisher {
         Ok(())
     }
 
-    /// Deletes published records; correctness never depends on it (the checkpoint decides).
+    /// Deletes published records; correctness never depends on it (the checkpoint decides). The
+    /// outbox gauges are refreshed at most every few seconds: they cost two more queries.
     async fn clean_up(&self, upto: i64) -> Result<(), PublishError> {
         let outbox = self.store.database().collection::<Document>(OUTBOX);
         outbox
             .delete_many(doc! { "shard": &self.shard, "seq": { "$lte": upto } })
             .await?;
+        let now = crate::source::decode::chrono_millis() as u64;
+        let last = self.gauged_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) < GAUGE_EVERY_MS {
+            return Ok(());
+        }
+        self.gauged_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         let pending = outbox
             .count_documents(doc! { "shard": &self.shard })
             .await?;

@@ -172,10 +172,35 @@ fn json_to_val(json: &serde_json::Value) -> Val {
     }
 }
 
-/// jaq values print as JSON; parsing that text back is exact for every JSON value.
+/// A jaq value as JSON, walked directly; big or decimal numbers and keys that are not strings go
+/// through jaq's own JSON printing.
 fn val_to_json(val: &Val) -> Result<serde_json::Value, String> {
-    let text = val.to_string();
-    serde_json::from_str(&text).map_err(|e| format!("result `{text}` is not JSON: {e}"))
+    use jaq_json::Num;
+    use serde_json::Value as J;
+    let via_text = |v: &Val| {
+        let text = v.to_string();
+        serde_json::from_str::<J>(&text).map_err(|e| format!("result `{text}` is not JSON: {e}"))
+    };
+    Ok(match val {
+        Val::Null => J::Null,
+        Val::Bool(b) => J::Bool(*b),
+        Val::Num(Num::Int(i)) => J::from(*i as i64),
+        Val::Num(Num::Float(f)) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Val::Num(_) => via_text(val)?,
+        Val::TStr(b) | Val::BStr(b) => J::String(String::from_utf8_lossy(b).into_owned()),
+        Val::Arr(items) => J::Array(items.iter().map(val_to_json).collect::<Result<_, _>>()?),
+        Val::Obj(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map.iter() {
+                let key = match k {
+                    Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => return via_text(val),
+                };
+                out.insert(key, val_to_json(v)?);
+            }
+            J::Object(out)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -216,6 +241,18 @@ mod tests {
         );
         let err = JqProgram::compile("{a: }").err();
         assert!(err.is_some_and(|e| e.message.starts_with("expected")));
+    }
+
+    #[test]
+    fn results_convert_to_the_same_json_as_jq_prints() {
+        let p = program(r#"{a: 1, b: 2.5, c: "x", d: [null, true], e: {f: -3}, g: (1/3)}"#);
+        let out = p.run_one(&json!({})).ok();
+        assert_eq!(
+            out,
+            Some(
+                json!({"a": 1, "b": 2.5, "c": "x", "d": [null, true], "e": {"f": -3}, "g": 1.0 / 3.0})
+            )
+        );
     }
 
     #[test]
