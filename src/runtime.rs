@@ -119,26 +119,12 @@ async fn register_schemas(
     registry: &Registry,
 ) -> Result<HashMap<(String, String), u32>, RuntimeError> {
     let mut ids = HashMap::new();
-    let mut wanted = Vec::new();
-    for s in &topology.sources {
-        for schema in &s.schemas {
-            wanted.push((
-                s.topic.clone(),
-                s.subject_strategy.subject(&s.topic, &schema.full_name),
-                Arc::clone(schema),
-            ));
-        }
-    }
-    for st in &topology.stages {
-        for e in &st.emits {
-            wanted.push((
-                e.topic.clone(),
-                e.subject_strategy.subject(&e.topic, &e.schema.full_name),
-                Arc::clone(&e.schema),
-            ));
-        }
-    }
-    for (topic, subject, schema) in wanted {
+    for crate::config::SubjectUse {
+        topic,
+        subject,
+        schema,
+    } in topology.subjects()
+    {
         if ids.contains_key(&(topic.clone(), schema.full_name.clone())) {
             continue;
         }

@@ -124,6 +124,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Text escaped for an XML attribute or element (JUnit reports).
+pub(crate) fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// Prints a configuration error's diagnostics (text) and returns EX_CONFIG.
 pub(crate) fn config_failure(error: &crate::config::ConfigError) -> u8 {
     match error {

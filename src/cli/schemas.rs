@@ -7,8 +7,7 @@ use std::time::Duration;
 use apache_avro::Schema;
 use serde_json::json;
 
-use crate::config::{self, CompatLevel, Topology};
-use crate::schema::avsc::AvroSchema;
+use crate::config::{self, CompatLevel};
 use crate::schema::compat::{Incompatibility, check};
 use crate::schema::registry::Registry;
 
@@ -56,33 +55,6 @@ enum Format {
 
 fn parse_level(s: &str) -> Result<CompatLevel, String> {
     CompatLevel::parse(s).ok_or_else(|| format!("`{s}` is not one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE"))
-}
-
-/// (subject, schema) of every schema the topology reads or emits, once each.
-fn subjects(t: &Topology) -> Vec<(String, std::sync::Arc<AvroSchema>)> {
-    let mut out: Vec<(String, std::sync::Arc<AvroSchema>)> = Vec::new();
-    let mut add = |subject: String, schema: &std::sync::Arc<AvroSchema>| {
-        if !out.iter().any(|(s, _)| *s == subject) {
-            out.push((subject, std::sync::Arc::clone(schema)));
-        }
-    };
-    for s in &t.sources {
-        for schema in &s.schemas {
-            add(
-                s.subject_strategy.subject(&s.topic, &schema.full_name),
-                schema,
-            );
-        }
-    }
-    for st in &t.stages {
-        for e in &st.emits {
-            add(
-                e.subject_strategy.subject(&e.topic, &e.schema.full_name),
-                &e.schema,
-            );
-        }
-    }
-    out
 }
 
 /// The schema file at a git revision (`None` when it did not exist there).
@@ -139,7 +111,10 @@ async fn check_all(args: CheckArgs) -> anyhow::Result<u8> {
         None
     };
     let mut results = Vec::new();
-    for (subject, schema) in subjects(&t) {
+    for crate::config::SubjectUse {
+        subject, schema, ..
+    } in t.subjects()
+    {
         let (earlier, against) = match (&registry, args.against.strip_prefix("git:")) {
             (Some(r), _) => {
                 let versions = r.versions(&subject).await?;
@@ -201,12 +176,7 @@ async fn check_all(args: CheckArgs) -> anyhow::Result<u8> {
             );
         }
         Format::Junit => {
-            let escape = |s: &str| {
-                s.replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;")
-                    .replace('"', "&quot;")
-            };
+            let escape = super::xml_escape;
             println!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
             println!(
                 "<testsuites><testsuite name=\"outflow schemas check ({})\" tests=\"{}\" failures=\"{failures}\">",
@@ -246,7 +216,10 @@ async fn register(args: RegisterArgs) -> anyhow::Result<u8> {
     let registry = Registry::new(&t.registry.url, Duration::from_secs(10))?;
     let level = t.registry.compatibility;
     let mut failed = 0;
-    for (subject, schema) in subjects(&t) {
+    for crate::config::SubjectUse {
+        subject, schema, ..
+    } in t.subjects()
+    {
         let existing = registry.lookup(&subject, &schema).await?;
         match (existing, args.dry_run) {
             (Some(id), _) => println!("unchanged  {subject} (id {id})"),

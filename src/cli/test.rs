@@ -59,12 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     }
     println!("{} passed, {failed} failed", all.len() - failed);
     if let Some(path) = &args.junit {
-        let escape = |s: &str| {
-            s.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace('"', "&quot;")
-        };
+        let escape = super::xml_escape;
         let mut xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites><testsuite name=\"outflow test\" tests=\"{}\" failures=\"{failed}\">\n",
             all.len()

@@ -221,20 +221,7 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
     }
     match registry {
         Ok(subjects) => {
-            let wanted: Vec<String> = t
-                .sources
-                .iter()
-                .flat_map(|s| {
-                    s.schemas
-                        .iter()
-                        .map(|x| s.subject_strategy.subject(&s.topic, &x.full_name))
-                })
-                .chain(
-                    t.topics
-                        .iter()
-                        .map(|o| o.subject_strategy.subject(&o.name, &o.schema.full_name)),
-                )
-                .collect();
+            let wanted: Vec<String> = t.subjects().into_iter().map(|u| u.subject).collect();
             let missing: Vec<&String> = wanted.iter().filter(|w| !subjects.contains(w)).collect();
             let detail = if missing.is_empty() {
                 format!("{} answers; every subject is registered", t.registry.url)

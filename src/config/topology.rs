@@ -43,10 +43,48 @@ impl Topology {
         self.topics.iter().find(|t| t.name == name)
     }
 
+    /// Every schema the topology reads or emits with its topic and registry subject, once per
+    /// (topic, subject), sources first (what `run` registers and `schemas check` checks).
+    pub fn subjects(&self) -> Vec<SubjectUse> {
+        let mut out: Vec<SubjectUse> = Vec::new();
+        let read = self.sources.iter().flat_map(|s| {
+            s.schemas
+                .iter()
+                .map(move |x| (&s.topic, s.subject_strategy, x))
+        });
+        let emitted = self.stages.iter().flat_map(|st| {
+            st.emits
+                .iter()
+                .map(|e| (&e.topic, e.subject_strategy, &e.schema))
+        });
+        for (topic, strategy, schema) in read.chain(emitted) {
+            let subject = strategy.subject(topic, &schema.full_name);
+            if !out
+                .iter()
+                .any(|u| u.subject == subject && &u.topic == topic)
+            {
+                out.push(SubjectUse {
+                    topic: topic.clone(),
+                    subject,
+                    schema: Arc::clone(schema),
+                });
+            }
+        }
+        out
+    }
+
     /// The stages fed by `source`, in declaration order (the first whose `when` holds wins).
     pub fn stages_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a StageDef> + 'a {
         self.stages.iter().filter(move |s| s.source == source)
     }
+}
+
+/// One schema as the registry knows it: under which subject, for which topic.
+#[derive(Debug, Clone)]
+pub struct SubjectUse {
+    pub topic: String,
+    pub subject: String,
+    pub schema: Arc<AvroSchema>,
 }
 
 #[derive(Debug, Clone)]
