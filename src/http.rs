@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use crate::config::{TokenSource, Topology};
 use crate::ingress::EventProducer;
 use crate::ingress::http::{IngressContext, ingest};
-use crate::schema::registry::Registry;
 use crate::store::Store;
 
 /// Why the server could not start.
@@ -41,7 +40,6 @@ pub enum HttpError {
 pub struct AppState {
     pub topology: Arc<Topology>,
     pub store: Store,
-    pub registry: Arc<Registry>,
     pub metrics: Option<PrometheusHandle>,
     /// Set once the processor joined its consumer group (`None`: this process runs no processor).
     pub processor_joined: Option<Arc<AtomicBool>>,

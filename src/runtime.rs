@@ -177,7 +177,6 @@ impl Runtime {
             let state = crate::http::AppState {
                 topology: Arc::clone(&self.topology),
                 store: self.store.clone(),
-                registry: Arc::clone(&self.registry),
                 metrics: crate::metrics::install(),
                 processor_joined: roles.processor().then(|| Arc::clone(&joined)),
             };

@@ -7,50 +7,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{EVENTS_PER_QUOTE, TestTopology, eventually, produce_quotes, read_committed};
+use common::{
+    EVENTS_PER_QUOTE, TestTopology, assert_exactly_once, eventually, produce_quotes, read_committed,
+};
 use mongodb::bson::doc;
 
 /// Held for a whole test: the broker restart would disturb the others.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
-async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
-    let total = quotes * EVENTS_PER_QUOTE;
-    let processed = eventually(Duration::from_secs(180), async || {
-        t.count("event_log", doc! {}).await == total as u64
-    })
-    .await;
-    assert!(
-        processed,
-        "event log has {} of {total}",
-        t.count("event_log", doc! {}).await
-    );
-    assert_eq!(
-        t.count("quote", doc! { "version": EVENTS_PER_QUOTE as i64 })
-            .await,
-        quotes as u64,
-        "entity versions"
-    );
-    let updates = read_committed(
-        &t.topic("entity-updates"),
-        3,
-        total,
-        Duration::from_secs(180),
-        Duration::from_secs(5),
-    );
-    let ids: HashSet<&String> = updates.iter().filter_map(|r| r.headers.get("id")).collect();
-    let events: HashSet<&String> = updates
-        .iter()
-        .filter_map(|r| r.headers.get("outflow.event-id"))
-        .collect();
-    assert_eq!(
-        updates.len(),
-        total,
-        "records on entity-updates (duplicates or losses)"
-    );
-    assert_eq!(ids.len(), total, "distinct outbox ids");
-    assert_eq!(events.len(), total, "distinct event ids");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relay_killed_between_kafka_commit_and_mongo_cleanup_publishes_nothing_twice() {

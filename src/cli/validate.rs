@@ -171,6 +171,16 @@ fn summary_json(t: &Topology) -> serde_json::Value {
     })
 }
 
+/// `<addr> answers; <all>` or `<addr> answers; <some>: a, b`.
+fn answered(addr: &str, missing: &[&String], all: &str, some: &str) -> String {
+    if missing.is_empty() {
+        format!("{addr} answers; {all}")
+    } else {
+        let names: Vec<&str> = missing.iter().map(|m| m.as_str()).collect();
+        format!("{addr} answers; {some}: {}", names.join(", "))
+    }
+}
+
 struct Check {
     name: &'static str,
     ok: bool,
@@ -194,19 +204,12 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
                 .map(|s| &s.topic)
                 .chain(t.topics.iter().map(|o| &o.name));
             let missing: Vec<&String> = wanted.filter(|w| !existing.contains_key(*w)).collect();
-            let detail = if missing.is_empty() {
-                format!("{} answers; every topic exists", t.kafka.brokers)
-            } else {
-                format!(
-                    "{} answers; `outflow run` will create: {}",
-                    t.kafka.brokers,
-                    missing
-                        .iter()
-                        .map(|m| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let detail = answered(
+                &t.kafka.brokers,
+                &missing,
+                "every topic exists",
+                "`outflow run` will create",
+            );
             checks.push(Check {
                 name: "kafka",
                 ok: true,
@@ -223,19 +226,12 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
         Ok(subjects) => {
             let wanted: Vec<String> = t.subjects().into_iter().map(|u| u.subject).collect();
             let missing: Vec<&String> = wanted.iter().filter(|w| !subjects.contains(w)).collect();
-            let detail = if missing.is_empty() {
-                format!("{} answers; every subject is registered", t.registry.url)
-            } else {
-                format!(
-                    "{} answers; not registered yet: {}",
-                    t.registry.url,
-                    missing
-                        .iter()
-                        .map(|m| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let detail = answered(
+                &t.registry.url,
+                &missing,
+                "every subject is registered",
+                "not registered yet",
+            );
             checks.push(Check {
                 name: "registry",
                 ok: true,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
@@ -128,8 +128,6 @@ impl ConsumerContext for SourceContext {
             other => tracing::error!("rebalance error: {other:?}"),
         }
     }
-
-    fn pre_rebalance(&self, _base: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {}
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {

@@ -2,14 +2,14 @@
 //! `outflow` binary as a child process, producing events and reading topics read_committed.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mongodb::bson::Document;
+use mongodb::bson::{Document, doc};
 use outflow::config::Topology;
 use outflow::ingress::EventProducer;
 use outflow::schema::registry::Registry;
@@ -340,4 +340,43 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
+}
+
+/// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
+pub async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
+    let total = quotes * EVENTS_PER_QUOTE;
+    let processed = eventually(Duration::from_secs(180), async || {
+        t.count("event_log", doc! {}).await == total as u64
+    })
+    .await;
+    assert!(
+        processed,
+        "event log has {} of {total}",
+        t.count("event_log", doc! {}).await
+    );
+    assert_eq!(
+        t.count("quote", doc! { "version": EVENTS_PER_QUOTE as i64 })
+            .await,
+        quotes as u64,
+        "entity versions"
+    );
+    let updates = read_committed(
+        &t.topic("entity-updates"),
+        3,
+        total,
+        Duration::from_secs(180),
+        Duration::from_secs(5),
+    );
+    let ids: HashSet<&String> = updates.iter().filter_map(|r| r.headers.get("id")).collect();
+    let events: HashSet<&String> = updates
+        .iter()
+        .filter_map(|r| r.headers.get("outflow.event-id"))
+        .collect();
+    assert_eq!(
+        updates.len(),
+        total,
+        "records on entity-updates (duplicates or losses)"
+    );
+    assert_eq!(ids.len(), total, "distinct outbox ids");
+    assert_eq!(events.len(), total, "distinct event ids");
 }
