@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::{KafkaSettings, MongoSettings, RegistrySettings};
 
@@ -26,23 +25,9 @@ pub async fn kafka_topics(
     kafka: &KafkaSettings,
     timeout: Duration,
 ) -> Probe<BTreeMap<String, usize>> {
-    let config = kafka_config(kafka);
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
-        let metadata = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| format!("no answer from the Kafka brokers: {e}"))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_string(), t.partitions().len()))
-            .collect())
-    })
-    .await
-    .map_err(|e| format!("Kafka probe crashed: {e}"))?
+    crate::kafka_auth::check(kafka, timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The registry's subjects.
@@ -76,7 +61,7 @@ pub async fn registry_subjects(
 pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<String> {
     let mut options = mongodb::options::ClientOptions::parse(&mongo.uri)
         .await
-        .map_err(|e| format!("invalid Mongo URI: {e}"))?;
+        .map_err(|e| format!("invalid Mongo URI {}: {e}", redact_uri(&mongo.uri)))?;
     options.server_selection_timeout = Some(timeout);
     options.connect_timeout = Some(timeout);
     let client = mongodb::Client::with_options(options)
@@ -85,7 +70,7 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
         .database("admin")
         .run_command(mongodb::bson::doc! { "hello": 1 })
         .await
-        .map_err(|e| format!("no answer from Mongo: {e}"))?;
+        .map_err(|e| format!("no answer from Mongo at {}: {e}", redact_uri(&mongo.uri)))?;
     match hello.get_str("setName") {
         Ok(set) => Ok(format!("replica set `{set}`")),
         Err(_) => {

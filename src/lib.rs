@@ -11,6 +11,7 @@
 //! - [`runtime`]: the builder that wires them; [`cli`]: one file per subcommand
 //! - [`testkit`]: runs a topology in memory for users' own tests
 //! - [`graph`], [`health`], [`metrics`], [`topics`]: drawing, probes, metric names, topic creation
+//! - [`kafka_auth`]: the Kafka connection check (a refused SASL login fails fast) and secret masking
 
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod graph;
 pub mod health;
 pub mod http;
 pub mod ingress;
+pub mod kafka_auth;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

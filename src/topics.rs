@@ -8,13 +8,20 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Topology;
 
-/// A topic that could not be created.
+/// Why the topics could not be created.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create topic `{topic}`: {reason}")]
-pub struct TopicError {
-    pub topic: String,
-    pub reason: String,
+pub enum TopicError {
+    /// The brokers did not answer, or refused the credentials.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka_auth::KafkaCheckError),
+    #[error("cannot create topics: {0}")]
+    Admin(String),
+    #[error("cannot create topic `{topic}`: {reason}")]
+    Create { topic: String, reason: String },
 }
+
+/// How long start-up waits for the brokers before giving up (a refused login fails at once).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// (name, partitions, compacted) of every topic the topology reads or writes.
 pub fn wanted(topology: &Topology) -> Vec<(String, i32, bool)> {
@@ -38,12 +45,11 @@ pub fn wanted(topology: &Topology) -> Vec<(String, i32, bool)> {
 
 /// Creates what is missing; existing topics are left as they are.
 pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicError> {
+    // outflow's first contact with Kafka at start-up: a wrong password ends here, clearly
+    crate::kafka_auth::check(&topology.kafka, CONNECT_TIMEOUT).await?;
     let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(&topology.kafka)
         .create()
-        .map_err(|e| TopicError {
-            topic: String::new(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TopicError::Admin(e.to_string()))?;
     let wanted = wanted(topology);
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
@@ -60,15 +66,12 @@ pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicEr
     let results = admin
         .create_topics(new.iter(), &options)
         .await
-        .map_err(|e| TopicError {
-            topic: String::new(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TopicError::Admin(e.to_string()))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(TopicError {
+                return Err(TopicError::Create {
                     topic,
                     reason: code.to_string(),
                 });

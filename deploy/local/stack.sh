@@ -39,6 +39,8 @@ ensure_packages() {
 
 exports() {  # $1 kafka $2 registry $3 mongo
   echo "export OUTFLOW_KAFKA_BROKERS=$1"
+  # the same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN; see kafka/kafka-local.sh)
+  echo "export OUTFLOW_KAFKA_SASL_BROKERS=$("$(script_of kafka)" sasl-address)"
   echo "export OUTFLOW_REGISTRY_URL=$2"
   echo "export OUTFLOW_MONGO_URI='$3'"
 }

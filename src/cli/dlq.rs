@@ -121,6 +121,7 @@ fn collect(t: &Topology, f: &FilterArgs) -> anyhow::Result<Vec<StoredDeadLetter>
             all
         }
     };
+    crate::kafka_auth::check_blocking(&t.kafka, Duration::from_secs(30))?;
     let mut out = Vec::new();
     for topic in topics {
         out.extend(read::read(
@@ -195,6 +196,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
         eprintln!("error: `{}` is not partition:offset (e.g. 0:42)", args.at);
         return Ok(super::exit::USAGE);
     };
+    crate::kafka_auth::check(&t.kafka, Duration::from_secs(30)).await?;
     let all = read::read(
         &t.kafka,
         &args.topic,

@@ -32,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Err(e) => return Ok(super::config_failure(&e)),
     };
     let topology = Arc::new(loaded.topology);
+    crate::kafka_auth::check(&topology.kafka, Duration::from_secs(30)).await?;
     let registry = Arc::new(Registry::new(
         &topology.registry.url,
         Duration::from_secs(10),

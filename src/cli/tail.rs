@@ -47,6 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         Ok(l) => l.topology,
         Err(e) => return Ok(super::config_failure(&e)),
     };
+    crate::kafka_auth::check(&topology.kafka, Duration::from_secs(30)).await?;
     let registry = Registry::new(&topology.registry.url, Duration::from_secs(10))?;
     let consumer: BaseConsumer = crate::health::kafka_config(&topology.kafka)
         .set("group.id", format!("outflow-tail-{}", uuid::Uuid::now_v7()))

@@ -98,8 +98,10 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 fn print_summary(t: &Topology) {
     println!("topology `{}` ({})", t.name, t.file.display());
     println!(
-        "  kafka     {} (group {})",
-        t.kafka.brokers, t.kafka.group_id
+        "  kafka     {} (group {}; {})",
+        t.kafka.brokers,
+        t.kafka.group_id,
+        crate::kafka_auth::security(&t.kafka)
     );
     println!(
         "  registry  {} (level {})",
@@ -162,6 +164,10 @@ fn print_summary(t: &Topology) {
 fn summary_json(t: &Topology) -> serde_json::Value {
     json!({
         "name": t.name,
+        "kafka": json!({"brokers": t.kafka.brokers, "group": t.kafka.group_id,
+            "security": crate::kafka_auth::security(&t.kafka),
+            "properties": crate::kafka_auth::redacted_properties(&t.kafka)}),
+        "mongo": json!({"uri": health::redact_uri(&t.mongo.uri), "database": t.mongo.database}),
         "sources": t.sources.iter().map(|s| json!({"name": s.name, "topic": s.topic, "partitions": s.partitions, "dlq": s.dlq_topic,
             "schemas": s.schemas.iter().map(|x| x.full_name.clone()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         "entities": t.entities.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),

@@ -37,10 +37,10 @@ impl Validator<'_, '_> {
         let mut properties = BTreeMap::new();
         for (key, value) in &k.properties {
             let path = format!("kafka.properties.\"{key}\"");
-            let secret = ["password", "secret", "key.pem", "token"]
-                .iter()
-                .any(|s| key.contains(s));
-            if secret && !env::is_reference(value.get_ref()) {
+            let secret = crate::kafka_auth::is_secret_key(key);
+            // `${VAR:-default}` would put the secret in the file as the default
+            let inline = !env::is_reference(value.get_ref()) || value.get_ref().contains(":-");
+            if secret && inline {
                 self.diags.push(
                     Code::InlineSecret,
                     value.span(),
@@ -154,14 +154,56 @@ impl Validator<'_, '_> {
     }
 }
 
-/// `user:password@` in a literal URI (a `${VAR}` reference is fine).
-fn has_inline_password(uri: &str) -> bool {
-    if uri.contains("${") {
-        return false;
+/// Stands for a `${VAR}` without a default in [`as_written`].
+const FROM_ENV: char = '\u{1}';
+
+/// The value as written in the file: `${VAR:-default}` → default, `${VAR}` → [`FROM_ENV`].
+fn as_written(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        match after[..end].split_once(":-") {
+            Some((_, default)) => out.push_str(default),
+            None => out.push(FROM_ENV),
+        }
+        rest = &after[end + 1..];
     }
-    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    out.push_str(rest);
+    out
+}
+
+/// `user:password@` with a password written in the file, also as a `${VAR:-default}`'s default;
+/// `mongodb://app:${MONGO_PASSWORD}@db/` and `${OUTFLOW_MONGO_URI}` are fine.
+fn has_inline_password(uri: &str) -> bool {
+    let uri = as_written(uri);
+    let rest = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     authority
-        .split_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, password)| password.chars().any(|c| c != FROM_ENV))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_inline_password;
+
+    #[test]
+    fn passwords_written_in_the_file_are_found() {
+        assert!(has_inline_password("mongodb://app:s3cret@db/"));
+        assert!(has_inline_password("mongodb://app:s3cret@${HOST}/"));
+        assert!(has_inline_password("${URI:-mongodb://app:s3cret@db/}"));
+        assert!(!has_inline_password("${OUTFLOW_MONGO_URI}"));
+        assert!(!has_inline_password("mongodb://app:${MONGO_PASSWORD}@db/"));
+        assert!(!has_inline_password(
+            "${URI:-mongodb://db:27017/?replicaSet=rs0}"
+        ));
+        assert!(!has_inline_password("mongodb://app@db/"));
+    }
 }

@@ -87,12 +87,23 @@ pub struct SubjectUse {
     pub schema: Arc<AvroSchema>,
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows secret properties as `***` (see [`crate::kafka_auth::redacted_properties`]).
+#[derive(Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
     /// Extra librdkafka properties (security and tuning), already expanded.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &crate::kafka_auth::redacted_properties(self))
+            .finish()
+    }
 }
 
 /// Compatibility levels of a Confluent-compatible registry.
@@ -141,10 +152,20 @@ pub struct RegistrySettings {
     pub auto_register: bool,
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows the URI without its password.
+#[derive(Clone)]
 pub struct MongoSettings {
     pub uri: String,
     pub database: String,
+}
+
+impl std::fmt::Debug for MongoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoSettings")
+            .field("uri", &crate::health::redact_uri(&self.uri))
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

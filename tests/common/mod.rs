@@ -35,23 +35,44 @@ pub struct TestTopology {
 
 impl TestTopology {
     pub fn new(template: &str) -> Self {
-        Self::with_extra(template, "")
+        Self::edited(template, &[])
     }
 
     /// Like [`Self::new`], with `extra` TOML inserted after the `[http]` table's first line.
     pub fn with_extra(template: &str, extra: &str) -> Self {
+        Self::edited(template, &[("[http]\n", &format!("[http]\n{extra}\n"))])
+    }
+
+    /// Like [`Self::new`], with each `(from, to)` replaced in the template text first.
+    pub fn edited(template: &str, edits: &[(&str, &str)]) -> Self {
+        Self::edited_with_env(template, edits, &[])
+    }
+
+    /// Like [`Self::edited`], with `${VAR}`s looked up in `env` before the process environment
+    /// (pass the same `env` to the `outflow` processes the test starts).
+    pub fn edited_with_env(template: &str, edits: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let prefix = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let root = env!("CARGO_MANIFEST_DIR");
-        let text = std::fs::read_to_string(format!("{root}/tests/topologies/{template}"))
-            .unwrap_or_else(|e| panic!("{template}: {e}"))
+        let mut text = std::fs::read_to_string(format!("{root}/tests/topologies/{template}"))
+            .unwrap_or_else(|e| panic!("{template}: {e}"));
+        for (from, to) in edits {
+            assert!(text.contains(from), "{template} has no `{from}`");
+            text = text.replace(from, to);
+        }
+        let text = text
             .replace("@PREFIX@", &prefix)
             .replace("@ROOT@", root)
-            .replace("@HTTP_PORT@", &free_port().to_string())
-            .replace("[http]\n", &format!("[http]\n{extra}\n"));
+            .replace("@HTTP_PORT@", &free_port().to_string());
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let path = dir.path().join("topology.toml");
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
-        let topology = match outflow::config::load(&path) {
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let topology = match outflow::config::load_with(&path, &lookup, &[]) {
             Ok(l) => Arc::new(l.topology),
             Err(e) => panic!("{e}: {e:?}"),
         };

@@ -5,6 +5,16 @@
 #   kafka-local.sh start    # idempotent: fetch jars once, format storage once, start, wait until ready
 #   kafka-local.sh stop     # SIGTERM, wait for a clean shutdown
 #   kafka-local.sh status   # exit 0 and print the bootstrap address if running and answering
+#   kafka-local.sh sasl-address  # print the SASL_PLAINTEXT listener's address (host:port)
+#
+# Listeners: PLAINTEXT on KAFKA_PORT (the bootstrap start/status print; everything local uses it) and
+# SASL_PLAINTEXT on KAFKA_SASL_PORT (default 29094) accepting SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for
+# one user, KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (local defaults `outflow` / `outflow-local-secret`).
+# The SCRAM credentials are (re)written on every start through the Admin API, so a data dir formatted
+# before this listener existed works too; the readiness probe then logs in with all three mechanisms.
+# Controller and inter-broker traffic stay PLAINTEXT. A client configuration for the SASL listener:
+#   bootstrap.servers=127.0.0.1:29094 security.protocol=SASL_PLAINTEXT sasl.mechanism=SCRAM-SHA-256
+#   sasl.username=outflow sasl.password=outflow-local-secret
 #
 # Environment (all optional):
 #   OUTFLOW_LOCAL_CACHE download cache shared by the local stack (default: <repo>/deploy/local/.cache);
@@ -16,6 +26,9 @@
 #   KAFKA_HOST          listen host (default 127.0.0.1)
 #   KAFKA_PORT          client listener port (default 29092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default 29093)
+#   KAFKA_SASL_PORT     SASL_PLAINTEXT listener port (default 29094)
+#   KAFKA_SASL_USER     the SASL user (default outflow)
+#   KAFKA_SASL_PASSWORD its password (default outflow-local-secret; no `"` or `\`, for the JAAS line)
 #   KAFKA_HEAP          JVM heap, used for -Xmx and -Xms (default 512m; 256m works, 128m OOMs at startup)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 90)
 #   KAFKA_WARMUP        1 (default) = before reporting ready, also run one transactional
@@ -33,6 +46,9 @@ KAFKA_LOCAL_DIR="$(realpath -m "${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}")/kafk
 KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-29092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-29094}"
+KAFKA_SASL_USER="${KAFKA_SASL_USER:-outflow}"
+export KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-outflow-local-secret}"  # read by the probe
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_WARMUP="${KAFKA_WARMUP:-1}"
@@ -40,12 +56,13 @@ JAVA="${JAVA:-java}"
 MVN="${MVN:-mvn}"
 
 LIBS="$KAFKA_LOCAL_CACHE/kafka-$KAFKA_VERSION/libs"
-PROBE_DIR="$KAFKA_LOCAL_CACHE/kafka-$KAFKA_VERSION/probe"
+PROBE_BASE="$KAFKA_LOCAL_CACHE/kafka-$KAFKA_VERSION/probe"
 PROPS="$KAFKA_LOCAL_DIR/server.properties"
 DATA="$KAFKA_LOCAL_DIR/data"
 LOG="$KAFKA_LOCAL_DIR/broker.log"
 PIDFILE="$KAFKA_LOCAL_DIR/broker.pid"
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
+SASL_BOOTSTRAP="$KAFKA_HOST:$KAFKA_SASL_PORT"
 
 log() { echo "kafka-local: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -74,12 +91,12 @@ $(tail -n 30 "$KAFKA_LOCAL_CACHE/mvn-$KAFKA_VERSION.log")"; }
   log "jars ready in $((SECONDS - t0))s ($(du -sh "$LIBS" | cut -f1), $(ls "$LIBS"/*.jar | wc -l) jars)"
 }
 
-# Readiness probe: a real AdminClient round trip (DescribeCluster + ListTopics), optionally
-# followed by a transactional InitProducerId and a FindCoordinator(GROUP) as warm-up.
-ensure_probe() {
-  if [[ -f "$PROBE_DIR/KafkaLocalProbe.class" ]]; then return 0; fi
-  mkdir -p "$PROBE_DIR"
-  cat > "$PROBE_DIR/KafkaLocalProbe.java" <<'JAVA'
+# Readiness probe: a real AdminClient round trip (DescribeCluster + ListTopics); then, when given the
+# SASL listener, (re)writes the user's SCRAM credentials and logs in there with every mechanism;
+# optionally a transactional InitProducerId and a FindCoordinator(GROUP) as warm-up.
+#   KafkaLocalProbe <bootstrap> <timeout s> <warmup 0|1> [<sasl bootstrap> <user>]  (password: env)
+probe_source() {
+  cat <<'JAVA'
 import java.util.*;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.*;
@@ -88,10 +105,7 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 public class KafkaLocalProbe {
-  public static void main(String[] a) throws Exception {
-    String bootstrap = a[0];
-    long deadline = System.currentTimeMillis() + Long.parseLong(a[1]) * 1000L;
-    boolean warmup = a.length > 2 && a[2].equals("1");
+  static Properties base(String bootstrap) {
     Properties p = new Properties();
     p.put("bootstrap.servers", bootstrap);
     p.put("request.timeout.ms", "3000");
@@ -100,6 +114,46 @@ public class KafkaLocalProbe {
     p.put("reconnect.backoff.max.ms", "250");
     p.put("socket.connection.setup.timeout.ms", "1000");
     p.put("socket.connection.setup.timeout.max.ms", "1000");
+    return p;
+  }
+
+  static long left(long deadline) { return Math.max(1000, deadline - System.currentTimeMillis()); }
+
+  // SCRAM credentials live in the cluster metadata: upserting them on every start is idempotent and
+  // also covers a data dir formatted before the SASL listener existed.
+  static void sasl(Admin admin, String bootstrap, String user, String password, long deadline) throws Exception {
+    for (ScramMechanism m : new ScramMechanism[] {ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512}) {
+      // one request per mechanism: the broker refuses two alterations of one user in a request
+      admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(user, new ScramCredentialInfo(m, 4096), password)))
+          .all().get(left(deadline), TimeUnit.MILLISECONDS);
+    }
+    for (String mechanism : new String[] {"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"}) {
+      Properties p = base(bootstrap);
+      p.put("security.protocol", "SASL_PLAINTEXT");
+      p.put("sasl.mechanism", mechanism);
+      String module = mechanism.equals("PLAIN") ? "org.apache.kafka.common.security.plain.PlainLoginModule"
+          : "org.apache.kafka.common.security.scram.ScramLoginModule";
+      p.put("sasl.jaas.config", module + " required username=\"" + user + "\" password=\"" + password + "\";");
+      Exception last = null;
+      try (Admin a = Admin.create(p)) {
+        while (true) {  // the credentials reach the broker's metadata cache shortly after the upsert
+          try { a.describeCluster().nodes().get(4, TimeUnit.SECONDS); break; } catch (Exception e) { last = e; }
+          if (System.currentTimeMillis() > deadline) {
+            System.err.println("SASL " + mechanism + " login of `" + user + "` at " + bootstrap + " failed: " + last);
+            System.exit(1);
+          }
+          Thread.sleep(200);
+        }
+      }
+    }
+    System.out.println("SASL_PLAINTEXT " + bootstrap + ": `" + user + "` logs in with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN");
+  }
+
+  public static void main(String[] a) throws Exception {
+    String bootstrap = a[0];
+    long deadline = System.currentTimeMillis() + Long.parseLong(a[1]) * 1000L;
+    boolean warmup = a.length > 2 && a[2].equals("1");
+    Properties p = base(bootstrap);
     Exception last = null;
     try (Admin admin = Admin.create(p)) {
       while (true) {
@@ -120,15 +174,16 @@ public class KafkaLocalProbe {
         }
         Thread.sleep(100);
       }
+      if (a.length > 4) sasl(admin, a[3], a[4], System.getenv("KAFKA_SASL_PASSWORD"), deadline);
       if (!warmup) return;
       long t0 = System.currentTimeMillis();
       // creates + loads __consumer_offsets
       admin.listConsumerGroupOffsets("kafka-local-warmup").partitionsToOffsetAndMetadata()
-          .get(Math.max(1000, deadline - System.currentTimeMillis()), TimeUnit.MILLISECONDS);
+          .get(left(deadline), TimeUnit.MILLISECONDS);
       Properties pp = new Properties();
       pp.put("bootstrap.servers", bootstrap);
       pp.put("transactional.id", "kafka-local-warmup");
-      pp.put("max.block.ms", String.valueOf(Math.max(1000, deadline - System.currentTimeMillis())));
+      pp.put("max.block.ms", String.valueOf(left(deadline)));
       try (KafkaProducer<byte[], byte[]> prod =
                new KafkaProducer<>(pp, new ByteArraySerializer(), new ByteArraySerializer())) {
         prod.initTransactions();  // creates + loads __transaction_state
@@ -138,36 +193,62 @@ public class KafkaLocalProbe {
   }
 }
 JAVA
+}
+
+# One directory per version of the probe's source, so an edited probe is recompiled (atomically:
+# several stacks may start at once) and a running broker's status keeps working.
+PROBE_DIR="$PROBE_BASE/$(probe_source | sha1sum | cut -c1-12)"
+
+ensure_probe() {
+  if [[ -f "$PROBE_DIR/KafkaLocalProbe.class" ]] || { [[ -f "$PROBE_DIR/KafkaLocalProbe.java" ]] && ! command -v javac >/dev/null; }; then
+    return 0
+  fi
+  local tmp="$PROBE_DIR.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  probe_source > "$tmp/KafkaLocalProbe.java"
   if command -v javac >/dev/null; then
-    javac -nowarn -cp "$LIBS/*" -d "$PROBE_DIR" "$PROBE_DIR/KafkaLocalProbe.java" \
-      || die "javac of the readiness probe failed"
+    javac -nowarn -cp "$LIBS/*" -d "$tmp" "$tmp/KafkaLocalProbe.java" \
+      || { rm -rf "$tmp"; die "javac of the readiness probe failed"; }
+  fi
+  mv -T "$tmp" "$PROBE_DIR" 2>/dev/null || rm -rf "$tmp"  # lost a race: the other copy is the same
+}
+
+run_probe() {  # $1 = timeout seconds, $2 = warmup 0|1, $3 = sasl (also set up and check SASL) or empty
+  ensure_probe
+  local cp="$LIBS/*" args=("$BOOTSTRAP" "$1" "$2")
+  [[ "${3:-}" == sasl ]] && args+=("$SASL_BOOTSTRAP" "$KAFKA_SASL_USER")
+  if [[ -f "$PROBE_DIR/KafkaLocalProbe.class" ]]; then
+    "$JAVA" -Xmx64m -XX:TieredStopAtLevel=1 -Dorg.slf4j.simpleLogger.defaultLogLevel=error \
+      -cp "$PROBE_DIR:$cp" KafkaLocalProbe "${args[@]}"
+  else  # JRE without javac: single-file source launcher
+    "$JAVA" -Xmx64m -Dorg.slf4j.simpleLogger.defaultLogLevel=error \
+      -cp "$cp" "$PROBE_DIR/KafkaLocalProbe.java" "${args[@]}"
   fi
 }
 
-run_probe() {  # $1 = timeout seconds, $2 = warmup 0|1
-  local cp="$LIBS/*"
-  if [[ -f "$PROBE_DIR/KafkaLocalProbe.class" ]]; then
-    "$JAVA" -Xmx64m -XX:TieredStopAtLevel=1 -Dorg.slf4j.simpleLogger.defaultLogLevel=error \
-      -cp "$PROBE_DIR:$cp" KafkaLocalProbe "$BOOTSTRAP" "$1" "$2"
-  else  # JRE without javac: single-file source launcher
-    "$JAVA" -Xmx64m -Dorg.slf4j.simpleLogger.defaultLogLevel=error \
-      -cp "$cp" "$PROBE_DIR/KafkaLocalProbe.java" "$BOOTSTRAP" "$1" "$2"
-  fi
-}
+# True when the running broker was started with the SASL listener (older runs were not).
+has_sasl_listener() { grep -q '^listeners=.*SASL_PLAINTEXT://' "$PROPS" 2>/dev/null; }
 
 # ---------------------------------------------------------------- config + storage (once)
 write_props() {
   mkdir -p "$KAFKA_LOCAL_DIR"
+  ( umask 077; : > "$PROPS.tmp" )  # holds the PLAIN password
   cat > "$PROPS.tmp" <<EOF
 # generated by kafka-local.sh
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# SASL for clients only: SCRAM users are stored in the cluster metadata (the probe writes them), the
+# PLAIN user is listed here
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
 log.dirs=$DATA
 num.partitions=1
 default.replication.factor=1
@@ -209,15 +290,26 @@ port_in_use() { (exec 3<>"/dev/tcp/$KAFKA_HOST/$1") 2>/dev/null; }
 
 cmd_start() {
   local pid
+  [[ "$KAFKA_SASL_USER" =~ ^[A-Za-z0-9._-]+$ ]] || die "KAFKA_SASL_USER may hold only letters, digits, . _ -"
+  [[ "$KAFKA_SASL_PASSWORD" != *[\"\\]* ]] || die "KAFKA_SASL_PASSWORD may not hold \" or \\"
   if pid="$(broker_pid)"; then
+    if has_sasl_listener; then
+      # also (re)writes the SCRAM credentials, so a changed KAFKA_SASL_PASSWORD applies at once
+      if out="$(run_probe 20 0 sasl 2>&1)"; then
+        log "already running (pid $pid); $(tail -n 1 <<<"$out")"; echo "$BOOTSTRAP"; return 0
+      fi
+      die "pid $pid is alive but not answering on $BOOTSTRAP or $SASL_BOOTSTRAP: $out
+see $LOG (try: $0 restart)"
+    fi
     if run_probe 10 0 >/dev/null 2>&1; then
-      log "already running (pid $pid)"; echo "$BOOTSTRAP"; return 0
+      log "already running (pid $pid), started without the SASL listener: \`$0 restart\` adds it"
+      echo "$BOOTSTRAP"; return 0
     fi
     die "pid $pid is alive but not answering on $BOOTSTRAP; see $LOG (try: $0 stop)"
   fi
   local major; major="$(java_major)"
   [[ -n "$major" && "$major" -ge 17 ]] || die "Java >= 17 required (found: ${major:-none}); set JAVA="
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
     port_in_use "$p" && die "port $KAFKA_HOST:$p already in use by another process"
   done
   ensure_jars
@@ -236,7 +328,7 @@ cmd_start() {
   for _ in $(seq 1 100); do [ -s "$PIDFILE" ] && break; sleep 0.05; done
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   log "started pid $pid (heap $KAFKA_HEAP), log: $LOG; waiting for a real Kafka request to succeed"
-  if ! out="$(run_probe "$KAFKA_START_TIMEOUT" "$KAFKA_WARMUP" 2>&1)"; then
+  if ! out="$(run_probe "$KAFKA_START_TIMEOUT" "$KAFKA_WARMUP" sasl 2>&1)"; then
     log "$out"
     kill -0 "$pid" 2>/dev/null || die "broker exited during startup; tail of $LOG:
 $(tail -n 30 "$LOG")"
@@ -284,7 +376,8 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
+  sasl-address) echo "$SASL_BOOTSTRAP" ;;
   restart) cmd_stop; cmd_start ;;
   wipe) cmd_stop; rm -rf "$DATA"; log "data removed" ;;
-  *) echo "usage: $0 start|stop|status|restart|wipe" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart|wipe|sasl-address" >&2; exit 2 ;;
 esac
