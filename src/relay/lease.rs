@@ -1,10 +1,13 @@
 //! Mongo leases on outbox shards: one relay publishes a shard at a time; a dead one's lease expires.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
+use super::members::Share;
 use crate::store::Store;
 use crate::store::documents::LEASES;
 
@@ -15,6 +18,9 @@ pub struct Lease {
     pub owner: String,
     pub ttl: Duration,
     renewed: Instant,
+    share: Arc<Share>,
+    /// Set when the lease was given up to balance the relays (not lost to an expiry).
+    yielded: Arc<AtomicBool>,
 }
 
 impl Lease {
@@ -24,6 +30,7 @@ impl Lease {
         shard: &str,
         owner: &str,
         ttl: Duration,
+        share: &Arc<Share>,
     ) -> Result<Option<Lease>, mongodb::error::Error> {
         let now = DateTime::now();
         let expires = DateTime::from_millis(now.timestamp_millis() + ttl.as_millis() as i64);
@@ -43,6 +50,8 @@ impl Lease {
                 owner: owner.to_string(),
                 ttl,
                 renewed: Instant::now(),
+                share: Arc::clone(share),
+                yielded: Arc::new(AtomicBool::new(false)),
             })),
             Ok(None) => Ok(None),
             // the upsert collided with the live lease of another relay
@@ -56,8 +65,19 @@ impl Lease {
         }
     }
 
-    /// Extends the lease when a third of its time has passed; `false` when it was lost meanwhile.
+    /// True when the lease was given up for balance rather than lost.
+    pub fn yielded(&self) -> bool {
+        self.yielded.load(Ordering::SeqCst)
+    }
+
+    /// Extends the lease when a third of its time has passed; `false` when it was lost meanwhile,
+    /// or given up because this relay holds more than its fair share (see `members`).
     pub async fn renew_if_due(&mut self, store: &Store) -> Result<bool, mongodb::error::Error> {
+        if self.share.should_yield() {
+            self.yielded.store(true, Ordering::SeqCst);
+            self.release(store).await;
+            return Ok(false);
+        }
         if self.renewed.elapsed() < self.ttl / 3 {
             return Ok(true);
         }

@@ -12,6 +12,7 @@
 mod checkpoint;
 mod errors;
 mod lease;
+mod members;
 mod publisher;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::config::Topology;
 use crate::store::Store;
 use crate::store::documents::{OUTBOX, shard_of};
 use lease::Lease;
+use members::Share;
 use publisher::ShardPublisher;
 
 /// Every outbox shard of a topology in a fixed order (its index is its checkpoint partition).
@@ -51,6 +53,15 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
         .map(|s| (s.clone(), Arc::new(Notify::new())))
         .collect();
     let watcher = tokio::spawn(watch_outbox(store.clone(), wakers.clone(), stop.clone()));
+    let share = Share::new(shards.len());
+    let membership = members::join(
+        store.clone(),
+        owner.clone(),
+        topology.relay.lease_ttl,
+        Arc::clone(&share),
+        stop.clone(),
+    )
+    .await;
     let mut tasks = Vec::new();
     for (index, shard) in shards.into_iter().enumerate() {
         let wake = Arc::clone(&wakers[&shard]);
@@ -61,6 +72,7 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
             index as i32,
             owner.clone(),
             wake,
+            Arc::clone(&share),
             stop.clone(),
         )));
     }
@@ -68,6 +80,7 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
         let _ = t.await;
     }
     watcher.abort();
+    let _ = membership.await;
 }
 
 fn hostname() -> String {
@@ -82,6 +95,7 @@ async fn own_shard(
     partition: i32,
     owner: String,
     wake: Arc<Notify>,
+    share: Arc<Share>,
     mut stop: watch::Receiver<bool>,
 ) {
     let ttl = topology.relay.lease_ttl;
@@ -89,8 +103,14 @@ async fn own_shard(
         if *stop.borrow() {
             return;
         }
-        match Lease::acquire(&store, &shard, &owner, ttl).await {
+        let attempt = if share.may_take_more() {
+            Lease::acquire(&store, &shard, &owner, ttl, &share).await
+        } else {
+            Ok(None) // this relay holds its fair share: leave the shard to another one
+        };
+        match attempt {
             Ok(Some(lease)) => {
+                share.took();
                 let mut publisher = ShardPublisher {
                     topology: Arc::clone(&topology),
                     store: store.clone(),
@@ -100,10 +120,15 @@ async fn own_shard(
                     lease: lease.clone(),
                     gauged_at: std::sync::atomic::AtomicU64::new(0),
                 };
-                match publisher.run(stop.clone()).await {
+                let outcome = publisher.run(stop.clone()).await;
+                share.dropped(lease.yielded());
+                match outcome {
                     Ok(()) => {
                         lease.release(&store).await;
                         return;
+                    }
+                    Err(_) if lease.yielded() => {
+                        tracing::info!(shard = %shard, "shard given up to balance the relays")
                     }
                     Err(e) => {
                         tracing::warn!(shard = %shard, "relay stopped publishing the shard: {e}")
@@ -131,7 +156,12 @@ async fn watch_outbox(
             .database()
             .collection::<Document>(OUTBOX)
             .watch()
-            .pipeline([doc! { "$match": { "operationType": "insert" } }])
+            // only the shard: the wake-up needs nothing else, and each insert's full document
+            // (payload included) would otherwise cross the wire a second time
+            .pipeline([
+                doc! { "$match": { "operationType": "insert" } },
+                doc! { "$project": { "operationType": 1, "fullDocument.shard": 1 } },
+            ])
             .await;
         match stream {
             Ok(mut stream) => loop {

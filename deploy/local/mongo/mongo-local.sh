@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mongo-local.sh start|stop|status — a MongoDB-wire-compatible server with multi-document
+# mongo-local.sh start|stop|status|wipe|kill|pid — a MongoDB-wire-compatible server with multi-document
 # transactions and change streams (SecantusDB on WiredTiger, single-node replica set "secantus").
 #
 # On `start`/`status` the ONLY thing on stdout is the connection URI; logs go to stderr.
@@ -112,6 +112,16 @@ stop() {
   log "stopped (pid $pid)"
 }
 
+# For fault tests: SIGKILL, as a crash would; `start` brings the server back on the same data.
+crash() {
+  local pid
+  if ! pid="$(running_pid)"; then log "not running"; return 0; fi
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$PIDFILE"
+  log "killed (pid $pid)"
+}
+
 status() {
   local pid
   if ! pid="$(running_pid)"; then log "stopped"; return 3; fi
@@ -124,5 +134,7 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   wipe) stop; rm -rf "$RUN/data"; log "data removed" ;;
-  *) echo "usage: $0 start|stop|status|wipe" >&2; exit 2 ;;
+  kill) crash ;;
+  pid) running_pid ;;
+  *) echo "usage: $0 start|stop|status|wipe|kill|pid" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# registry-local.sh start|stop|status
+# registry-local.sh start|stop|status|wipe|pid
 #
 # Runs a real Apicurio Registry (3.x, Quarkus fast-jar distribution published on Maven Central as
 # io.apicurio:apicurio-registry-app:<version>:tar.gz:all) on loopback, with in-memory H2 storage.
@@ -226,5 +226,6 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   wipe) stop ;;  # in-memory storage: stopping forgets everything
-  *) echo "usage: $0 start|stop|status|wipe" >&2; exit 64 ;;
+  pid) running_pid ;;  # for fault tests: SIGSTOP/SIGCONT make the registry unresponsive and back
+  *) echo "usage: $0 start|stop|status|wipe|pid" >&2; exit 64 ;;
 esac

@@ -1,0 +1,425 @@
+//! outflow-chaos: a steady stream through several `outflow run` processes while processes are killed
+//! and paused and the servers restarted, then a check that nothing was lost, doubled or reordered.
+//!
+//! ```sh
+//! eval "$(deploy/local/stack.sh up)"
+//! cargo build --bins && target/debug/outflow-chaos                 # CI size: 20,000 events
+//! cargo build --release --bins && target/release/outflow-chaos --events 200000 --rounds 3
+//! ```
+//! It talks only to the local stack on loopback, stops by itself (every wait is bounded), and kills
+//! the processes it started, by PID, on every way out.
+
+mod checker;
+mod faults;
+mod fleet;
+mod traffic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use faults::{Durations, Fault};
+use fleet::Fleet;
+use traffic::{Progress, Shape};
+
+#[derive(Debug, Parser)]
+#[command(about = "Injects faults into a running outflow fleet and checks exactly-once delivery")]
+struct Args {
+    /// Events in the stream.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Entities (Kafka keys) the events are spread over.
+    #[arg(long, default_value_t = 500)]
+    keys: usize,
+    /// Processor-only processes in the consumer group.
+    #[arg(long, default_value_t = 2)]
+    processors: usize,
+    /// Relay-only processes sharing the outbox shards.
+    #[arg(long, default_value_t = 2)]
+    relays: usize,
+    /// How often each fault kind is injected (in random order).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// The fault kinds to inject (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    faults: Vec<Fault>,
+    /// Events/s the producer sends (default: the stream spread over the expected time of the faults).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seed of the fault order, targets and gaps (printed; reuse it to replay a run's schedule).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long a processor stays paused (longer than the group's 10 s session timeout).
+    #[arg(long, default_value_t = 20)]
+    pause_seconds: u64,
+    /// How long the registry stays down.
+    #[arg(long, default_value_t = 30)]
+    registry_down_seconds: u64,
+    /// The longest wait for the pipeline to recover from one fault, and to drain at the end.
+    #[arg(long, default_value_t = 180)]
+    recover_timeout: u64,
+    /// Keep the run's Mongo database (dropped after a passing run otherwise).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// One row of the fault table.
+struct Recovery {
+    fault: Fault,
+    target: String,
+    outage: Duration,
+    /// From the end of the fault until events acknowledged 1 s after it are visible on every partition.
+    recovered: Option<Duration>,
+    with_traffic: bool,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("outflow-chaos: {e:#}");
+            faults::restore_servers().await;
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Writes the run's topology from the template; returns its path.
+fn write_topology(prefix: &str, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/outflow-chaos");
+    let text = include_str!("topology.toml")
+        .replace("@PREFIX@", prefix)
+        .replace("@DIR@", here)
+        .replace(
+            "${OUTFLOW_HTTP_LISTEN}",
+            "${OUTFLOW_HTTP_LISTEN:-127.0.0.1:0}",
+        );
+    let path = dir.join("topology.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Seconds the fault phase is expected to take: what the default rate spreads the stream over.
+fn expected_seconds(schedule: &[Fault], d: Durations) -> f64 {
+    let timed = |f: &Fault| match f {
+        Fault::PauseProcessor => d.pause.as_secs_f64(),
+        Fault::RegistryDown => d.registry_down.as_secs_f64(),
+        _ => 0.0,
+    };
+    20.0 + schedule.iter().map(|f| timed(f) + 25.0).sum::<f64>()
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let t0 = Instant::now();
+    let say = |line: String| eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+    let seed = args.seed.unwrap_or_else(|| rand::rng().random());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let kinds = if args.faults.is_empty() {
+        Fault::all()
+    } else {
+        args.faults.clone()
+    };
+    let mut schedule = Vec::new();
+    for _ in 0..args.rounds {
+        let mut round = kinds.clone();
+        round.shuffle(&mut rng);
+        schedule.extend(round);
+    }
+    let durations = Durations {
+        pause: Duration::from_secs(args.pause_seconds),
+        registry_down: Duration::from_secs(args.registry_down_seconds),
+    };
+    let rate = args
+        .rate
+        .unwrap_or_else(|| (args.events as f64 / expected_seconds(&schedule, durations)).max(10.0));
+
+    let prefix = format!("c{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/chaos/{prefix}"));
+    std::fs::create_dir_all(&dir)?;
+    let path = write_topology(&prefix, &dir)?;
+    let topology = Arc::new(
+        outflow::config::load(&path)
+            .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?
+            .topology,
+    );
+    let shape = Shape {
+        events: args.events,
+        keys: args.keys,
+        partitions: topology.sources[0].partitions as usize,
+    };
+    say(format!(
+        "run {prefix}: {} events over {} keys at {rate:.0}/s, {} processors + {} relays, seed {seed}; logs in {}",
+        args.events,
+        args.keys,
+        args.processors,
+        args.relays,
+        dir.display()
+    ));
+    say(format!(
+        "faults in order: {}",
+        schedule
+            .iter()
+            .map(|f| f.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // topics, collections and the schema exist before the processes race to create them
+    outflow::topics::ensure(&topology, 1).await?;
+    let store =
+        outflow::store::Store::connect(&topology.mongo.uri, &topology.mongo.database).await?;
+    store.ensure_collections(&topology).await?;
+    let source = &topology.sources[0];
+    let schema = &source.schemas[0];
+    let registry =
+        outflow::schema::registry::Registry::new(&topology.registry.url, Duration::from_secs(10))?;
+    let schema_id = registry
+        .register(
+            &source
+                .subject_strategy
+                .subject(&source.topic, &schema.full_name),
+            schema,
+        )
+        .await?;
+
+    let fleet = Arc::new(Mutex::new(Fleet::new(
+        &path,
+        &dir,
+        args.processors,
+        args.relays,
+    )?));
+    lock(&fleet)?.start_all()?;
+    let supervising = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let supervisor = {
+        let (fleet, supervising) = (Arc::clone(&fleet), Arc::clone(&supervising));
+        tokio::spawn(async move {
+            while supervising.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let restarted = fleet.lock().map(|mut f| f.supervise()).unwrap_or_default();
+                for line in restarted {
+                    eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+                }
+            }
+        })
+    };
+    wait_healthy(&fleet, Duration::from_secs(120)).await?;
+    say("fleet up; producing".into());
+
+    let progress = Progress::new(shape);
+    let reader = {
+        let (topology, prefix, progress) =
+            (Arc::clone(&topology), prefix.clone(), Arc::clone(&progress));
+        tokio::task::spawn_blocking(move || traffic::read_live(&topology, &prefix, &progress))
+    };
+    let producer = {
+        let (topology, prefix, progress) =
+            (Arc::clone(&topology), prefix.clone(), Arc::clone(&progress));
+        tokio::spawn(async move {
+            traffic::produce(&topology, schema_id, &prefix, shape, rate, progress).await
+        })
+    };
+
+    let mut recoveries = Vec::new();
+    tokio::time::sleep(Duration::from_secs(rng.random_range(5..15))).await;
+    for fault in schedule {
+        tokio::time::sleep(Duration::from_secs(rng.random_range(3..10))).await;
+        say(format!("inject: {}", fault.label()));
+        let injected = faults::inject(fault, &fleet, &mut rng, durations).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let with_traffic = !progress.producing_done.load(Ordering::SeqCst);
+        let frontier = progress.frontier();
+        let recovered = wait_for(Duration::from_secs(args.recover_timeout), || {
+            progress.reached(&frontier)
+        })
+        .await
+        .then(|| injected.ended.elapsed());
+        if let Some(i) = injected.held {
+            lock(&fleet)?.release(i);
+        }
+        say(format!(
+            "{} ({}): {}",
+            fault.label(),
+            injected.target,
+            recovered.map_or("NOT recovered".into(), |r| format!(
+                "recovered in {:.1} s",
+                r.as_secs_f64()
+            ))
+        ));
+        recoveries.push(Recovery {
+            fault,
+            target: injected.target,
+            outage: injected.ended - injected.started,
+            recovered,
+            with_traffic,
+        });
+    }
+
+    let resent = producer.await??;
+    say(format!(
+        "all {} events produced ({resent} sent again after a failed delivery); draining",
+        args.events
+    ));
+    let frontier = progress.frontier();
+    let drained = wait_for(Duration::from_secs(args.recover_timeout), || {
+        progress.reached(&frontier)
+    })
+    .await;
+    supervising.store(false, Ordering::SeqCst);
+    let _ = supervisor.await;
+    let unclean = lock(&fleet)?.stop_all(Duration::from_secs(60));
+    progress.stop_reading.store(true, Ordering::SeqCst);
+    reader.await??;
+    say(format!(
+        "fleet stopped{}; checking",
+        if drained {
+            ""
+        } else {
+            " (output did NOT drain)"
+        }
+    ));
+
+    let report = checker::check(&topology, &prefix, shape, args.events).await?;
+    let fenced = fenced_zombies(&dir);
+    print_tables(&recoveries, &report);
+    let restarts: Vec<String> = lock(&fleet)?
+        .members
+        .iter()
+        .filter(|m| !m.unexpected_exits.is_empty())
+        .map(|m| format!("{}: {}", m.name, m.unexpected_exits.join("; ")))
+        .collect();
+    println!("zombie commits fenced (log lines): {fenced}");
+    println!(
+        "unexpected exits (restarted by the harness): {}",
+        if restarts.is_empty() {
+            "none".into()
+        } else {
+            restarts.join(" | ")
+        }
+    );
+    println!(
+        "unclean shutdowns at the end: {}",
+        if unclean.is_empty() {
+            "none".into()
+        } else {
+            unclean.join(" | ")
+        }
+    );
+    for e in &report.examples {
+        println!("example: {e}");
+    }
+    let all_recovered = recoveries.iter().all(|r| r.recovered.is_some());
+    let passed = report.passed() && all_recovered && drained;
+    println!(
+        "chaos: {} — {} lost, {} duplicated, {} out of order, {} of {} faults recovered (seed {seed})",
+        if passed { "PASS" } else { "FAIL" },
+        report.lost,
+        report.duplicated,
+        report.out_of_order,
+        recoveries.iter().filter(|r| r.recovered.is_some()).count(),
+        recoveries.len()
+    );
+    if passed && !args.keep {
+        let _ = store.database().drop().await;
+    }
+    Ok(passed)
+}
+
+fn lock(fleet: &Mutex<Fleet>) -> anyhow::Result<std::sync::MutexGuard<'_, Fleet>> {
+    fleet
+        .lock()
+        .map_err(|_| anyhow::anyhow!("fleet lock poisoned"))
+}
+
+/// Polls `done` every 100 ms until it holds (true) or `timeout` passes (false).
+async fn wait_for(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// Waits until every member answers `/healthz`.
+async fn wait_healthy(fleet: &Mutex<Fleet>, timeout: Duration) -> anyhow::Result<()> {
+    let admins: Vec<String> = lock(fleet)?.members.iter().map(|m| m.admin()).collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + timeout;
+    for admin in admins {
+        loop {
+            let ok = client
+                .get(format!("http://{admin}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{admin} not healthy after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Lines in the processors' logs where a commit hit the epoch fence.
+fn fenced_zombies(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("processor-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.lines().filter(|l| l.contains("fenced")).count())
+        .sum()
+}
+
+fn print_tables(recoveries: &[Recovery], report: &checker::Report) {
+    println!();
+    println!(
+        "{:<28} {:<22} {:>9} {:>14}",
+        "fault", "target", "outage", "recovered in"
+    );
+    for r in recoveries {
+        let recovered = r.recovered.map_or("NOT RECOVERED".to_string(), |d| {
+            format!(
+                "{:.1} s{}",
+                d.as_secs_f64(),
+                if r.with_traffic { "" } else { "*" }
+            )
+        });
+        println!(
+            "{:<28} {:<22} {:>7.1} s {:>14}",
+            r.fault.label(),
+            r.target,
+            r.outage.as_secs_f64(),
+            recovered
+        );
+    }
+    println!("(recovered in: from the end of the fault until events acknowledged 1 s after it are");
+    println!(
+        " visible read_committed on every partition; * = the stream had ended: time to drain)"
+    );
+    println!();
+    println!("{:<38} {:>16}", "check", "value");
+    for (name, value) in report.rows() {
+        println!("{name:<38} {value:>16}");
+    }
+}
