@@ -12,6 +12,7 @@
 mod checker;
 mod faults;
 mod fleet;
+mod table;
 mod traffic;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use rand::{Rng, SeedableRng};
 
 use faults::{Durations, Fault};
 use fleet::Fleet;
+use table::{Recovery, fenced_zombies, print_tables};
 use traffic::{Progress, Shape};
 
 #[derive(Debug, Parser)]
@@ -68,16 +70,6 @@ struct Args {
     /// Keep the run's Mongo database (dropped after a passing run otherwise).
     #[arg(long)]
     keep: bool,
-}
-
-/// One row of the fault table.
-struct Recovery {
-    fault: Fault,
-    target: String,
-    outage: Duration,
-    /// From the end of the fault until events acknowledged 1 s after it are visible on every partition.
-    recovered: Option<Duration>,
-    with_traffic: bool,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -234,6 +226,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     for fault in schedule {
         tokio::time::sleep(Duration::from_secs(rng.random_range(3..10))).await;
         say(format!("inject: {}", fault.label()));
+        let started = Instant::now();
+        let stall = {
+            let (progress, timeout) = (
+                Arc::clone(&progress),
+                Duration::from_secs(args.recover_timeout),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let frontier = progress.frontier();
+                wait_for(timeout, || progress.reached(&frontier))
+                    .await
+                    .then(|| started.elapsed())
+            })
+        };
         let injected = faults::inject(fault, &fleet, &mut rng, durations).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let with_traffic = !progress.producing_done.load(Ordering::SeqCst);
@@ -246,6 +252,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if let Some(i) = injected.held {
             lock(&fleet)?.release(i);
         }
+        let stalled = stall.await.ok().flatten();
         say(format!(
             "{} ({}): {}",
             fault.label(),
@@ -259,6 +266,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             fault,
             target: injected.target,
             outage: injected.ended - injected.started,
+            stalled,
             recovered,
             with_traffic,
         });
@@ -377,49 +385,4 @@ async fn wait_healthy(fleet: &Mutex<Fleet>, timeout: Duration) -> anyhow::Result
         }
     }
     Ok(())
-}
-
-/// Lines in the processors' logs where a commit hit the epoch fence.
-fn fenced_zombies(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("processor-"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|text| text.lines().filter(|l| l.contains("fenced")).count())
-        .sum()
-}
-
-fn print_tables(recoveries: &[Recovery], report: &checker::Report) {
-    println!();
-    println!(
-        "{:<28} {:<22} {:>9} {:>14}",
-        "fault", "target", "outage", "recovered in"
-    );
-    for r in recoveries {
-        let recovered = r.recovered.map_or("NOT RECOVERED".to_string(), |d| {
-            format!(
-                "{:.1} s{}",
-                d.as_secs_f64(),
-                if r.with_traffic { "" } else { "*" }
-            )
-        });
-        println!(
-            "{:<28} {:<22} {:>7.1} s {:>14}",
-            r.fault.label(),
-            r.target,
-            r.outage.as_secs_f64(),
-            recovered
-        );
-    }
-    println!("(recovered in: from the end of the fault until events acknowledged 1 s after it are");
-    println!(
-        " visible read_committed on every partition; * = the stream had ended: time to drain)"
-    );
-    println!();
-    println!("{:<38} {:>16}", "check", "value");
-    for (name, value) in report.rows() {
-        println!("{name:<38} {value:>16}");
-    }
 }
