@@ -1,17 +1,21 @@
-//! Kafka connection check: the brokers answer, or they refused our SASL credentials, said clearly.
+//! Kafka connection check: the brokers answer, or they refused our SASL credentials or our TLS
+//! trust, said clearly.
 //!
-//! librdkafka treats a refused login like any broken connection: it logs, backs off and retries
-//! for ever, so a wrong password would look like a hang. Every command that starts talking to Kafka
+//! librdkafka treats a refused login or an unverifiable certificate like any broken connection: it
+//! logs, backs off and retries for ever, so a wrong password would look like a hang. Every command that starts talking to Kafka
 //! (`outflow run`/`serve` through [`crate::topics::ensure`], `validate --online`, `/readyz`,
 //! `produce`, `tail`, `dlq`) goes through [`check`] first, which turns the first authentication
-//! error into [`KafkaCheckError::Refused`].
+//! error into [`KafkaCheckError::Refused`] (a failed TLS handshake into [`KafkaCheckError::Tls`]).
 //! Secrets: librdkafka property names that hold one are recognised by [`is_secret_key`], and
 //! [`redacted_properties`] is the only way the properties are ever shown.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaSettings;
@@ -28,6 +32,11 @@ pub enum KafkaCheckError {
         user: String,
         mechanism: String,
     },
+    /// The TLS handshake failed: usually a certificate not signed by the CA in `ssl.ca.location`.
+    #[error(
+        "TLS with the Kafka brokers at {brokers} failed: {reason}; check ssl.ca.location (the CA that signed the brokers' certificates) and that the address matches their certificate"
+    )]
+    Tls { brokers: String, reason: String },
     #[error(
         "no answer from the Kafka brokers at {brokers} within {seconds} s ({security}): {reason}"
     )]
@@ -91,6 +100,57 @@ fn is_auth_failure(error: &KafkaError) -> bool {
     )
 }
 
+/// What librdkafka said while connecting: a poll result carries only an error's code, and a failed
+/// TLS handshake is often only logged (as a broker failure), never raised as an error event.
+#[derive(Default)]
+struct Watch {
+    /// The reason given with the last error event.
+    last: Mutex<String>,
+    /// The first failed TLS handshake, as logged.
+    tls: Mutex<Option<String>>,
+}
+
+impl ClientContext for Watch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let tls_failed = message.contains("SSL handshake failed")
+            || message.contains("certificate verify failed");
+        if tls_failed && let Ok(mut tls) = self.tls.lock() {
+            // `[thrd:ssl://host:port/bootstrap]: ssl://host:port/bootstrap: error: ...`
+            let what = message.split_once("]: ").map_or(message, |(_, m)| m);
+            tls.get_or_insert_with(|| what.to_string());
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("librdkafka: {error}: {reason}");
+        if let Ok(mut last) = self.last.lock() {
+            *last = reason.to_string();
+        }
+    }
+}
+
+impl ConsumerContext for Watch {}
+
+impl Watch {
+    fn last(&self) -> String {
+        self.last.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+    fn tls(&self) -> Option<String> {
+        self.tls.lock().ok().and_then(|t| t.clone())
+    }
+}
+
 /// Connects with the topology's settings and returns topic name → partition count; fails fast
 /// with [`KafkaCheckError::Refused`] on an authentication error, else after `timeout`.
 pub async fn check(
@@ -109,8 +169,8 @@ pub fn check_blocking(
     timeout: Duration,
 ) -> Result<BTreeMap<String, usize>, KafkaCheckError> {
     // No group.id: the client's own event queue (errors included) is what `poll` serves.
-    let consumer: BaseConsumer = crate::health::kafka_config(kafka)
-        .create()
+    let consumer: BaseConsumer<Watch> = crate::health::kafka_config(kafka)
+        .create_with_context(Watch::default())
         .map_err(|e| KafkaCheckError::Client(e.to_string()))?;
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no broker answered");
@@ -124,7 +184,24 @@ pub fn check_blocking(
                     mechanism,
                 });
             }
-            last = e.to_string();
+            let reason = consumer.context().last();
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL) {
+                return Err(KafkaCheckError::Tls {
+                    brokers: kafka.brokers.clone(),
+                    reason,
+                });
+            }
+            last = if reason.is_empty() {
+                e.to_string()
+            } else {
+                reason
+            };
+        }
+        if let Some(reason) = consumer.context().tls() {
+            return Err(KafkaCheckError::Tls {
+                brokers: kafka.brokers.clone(),
+                reason,
+            });
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

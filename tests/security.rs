@@ -1,6 +1,7 @@
 //! Security on the real local stack: Kafka SASL (SCRAM-SHA-256/512, PLAIN) on the broker's
 //! SASL_PLAINTEXT listener, a wrong password refused fast and clearly, and no secret (the SASL
-//! password, a Mongo URI password) in any output, log or error message.
+//! password, a Mongo URI password) in any output, log or error message; TLS on the broker's SSL
+//! listener with the local CA, and a certificate from another CA refused clearly.
 
 mod common;
 
@@ -20,6 +21,9 @@ fn right_password() -> String {
     std::env::var("KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "outflow-local-secret".into())
 }
 
+/// The line of pipeline.toml the security tests replace with their own `[kafka]` settings.
+const BROKERS_LINE: &str = "brokers = \"${OUTFLOW_KAFKA_BROKERS:-127.0.0.1:29092}\"";
+
 /// The variable the topology's `sasl.password = "${...}"` refers to.
 const PASSWORD_VAR: &str = "OUTFLOW_TEST_SASL_PASSWORD";
 const WRONG_PASSWORD: &str = "Wrong-Pa55word-9d1c";
@@ -33,10 +37,7 @@ fn sasl_topology(mechanism: &str, password: &str) -> TestTopology {
     );
     TestTopology::edited_with_env(
         "pipeline.toml",
-        &[(
-            "brokers = \"${OUTFLOW_KAFKA_BROKERS:-127.0.0.1:29092}\"",
-            &kafka,
-        )],
+        &[(BROKERS_LINE, &kafka)],
         &[(PASSWORD_VAR, password)],
     )
 }
@@ -99,19 +100,25 @@ async fn right_password_flows(mechanism: &str) {
     let password = right_password();
     let t = sasl_topology(mechanism, &password);
     validates_online(&t, mechanism, &password);
-    t.prepare().await; // topics created through the SASL listener
-    let outflow = t.run_with_env(
-        &[],
-        &[(PASSWORD_VAR, password.as_str()), ("RUST_LOG", "debug")],
-    );
-    common::produce_quotes(&t, 0..20).await;
-    common::assert_exactly_once(&t, 20).await;
+    flows(&t, &[(PASSWORD_VAR, &password)], &[&password]).await;
+}
+
+/// Topics created, `outflow run` (debug log) and the test's producer all on `t`'s brokers and
+/// settings: 20 quotes arrive exactly once, and the log shows none of `secrets`.
+async fn flows(t: &TestTopology, env: &[(&str, &str)], secrets: &[&str]) {
+    t.prepare().await; // topics created through the secured listener
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let outflow = t.run_with_env(&[], &env);
+    common::produce_quotes(t, 0..20).await;
+    common::assert_exactly_once(t, 20).await;
     let log = outflow.log_text();
     assert!(
         log.contains("processor subscribed"),
-        "outflow run came up over SASL {mechanism}:\n{log}"
+        "outflow run came up on {}:\n{log}",
+        t.topology.kafka.brokers
     );
-    assert_no_secret("the debug log of outflow run", &log, &[password.as_str()]);
+    assert_no_secret("the debug log of outflow run", &log, secrets);
     let code = outflow.stop();
     assert_eq!(code, Some(0), "graceful stop");
 }
@@ -223,4 +230,71 @@ fn a_mongo_password_never_appears_even_when_mongo_is_down() {
         "the error names the host:\n{log}"
     );
     assert_no_secret("the debug log of outflow run", &log, &[secret]);
+}
+
+/// The broker's SSL listener and the CA that signed its certificate (kafka-local.sh makes both).
+fn tls_topology(ca: &str) -> TestTopology {
+    let brokers =
+        std::env::var("OUTFLOW_KAFKA_TLS_BROKERS").unwrap_or_else(|_| "127.0.0.1:29095".into());
+    let kafka = format!(
+        "brokers = \"{brokers}\"\nproperties = {{ \"security.protocol\" = \"SSL\", \"ssl.ca.location\" = \"{ca}\" }}"
+    );
+    TestTopology::edited("pipeline.toml", &[(BROKERS_LINE, &kafka)])
+}
+
+fn local_ca() -> String {
+    std::env::var("OUTFLOW_KAFKA_TLS_CA").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/local/.run/kafka/tls/ca.pem"
+        )
+        .into()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_with_the_local_ca_carries_events_exactly_once() {
+    let t = tls_topology(&local_ca());
+    let path = t.path.to_string_lossy().into_owned();
+    let (code, out, _) = outflow(&["validate", "--online", path.as_str()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok   kafka"), "{out}");
+    assert!(
+        out.contains("; SSL)"),
+        "the summary names the protocol: {out}"
+    );
+    flows(&t, &[], &[]).await;
+}
+
+/// A CA that never signed the broker's certificate: refused at once, and the message says TLS.
+#[test]
+fn a_broker_certificate_from_another_ca_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let other = dir.path().join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not-the-brokers-ca", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}"));
+    assert!(made.status.success(), "{made:?}");
+    let t = tls_topology(&other.to_string_lossy());
+    let path = t.path.to_string_lossy().into_owned();
+    let refused = "TLS with the Kafka brokers at";
+    let (code, out, seconds) = outflow(&["validate", "--online", path.as_str()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(refused), "{out}");
+    assert!(out.contains("certificate verify failed"), "{out}");
+    assert!(seconds < 5.0, "refused after {seconds:.1} s, not at once");
+
+    let mut run = t.run_with_env(&[], &[]);
+    let status = run.wait_exit(Duration::from_secs(60));
+    let log = run.log_text();
+    let status = status.unwrap_or_else(|| panic!("outflow run still running:\n{log}"));
+    assert!(!status.success(), "{status}\n{log}");
+    assert!(log.contains(refused), "outflow run says why:\n{log}");
 }

@@ -39,8 +39,11 @@ ensure_packages() {
 
 exports() {  # $1 kafka $2 registry $3 mongo
   echo "export OUTFLOW_KAFKA_BROKERS=$1"
-  # the same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN; see kafka/kafka-local.sh)
+  # the same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256/512, PLAIN) and SSL listener with the
+  # CA that signed its certificate (see kafka/kafka-local.sh)
   echo "export OUTFLOW_KAFKA_SASL_BROKERS=$("$(script_of kafka)" sasl-address)"
+  echo "export OUTFLOW_KAFKA_TLS_BROKERS=$("$(script_of kafka)" tls-address)"
+  echo "export OUTFLOW_KAFKA_TLS_CA=$("$(script_of kafka)" tls-ca)"
   echo "export OUTFLOW_REGISTRY_URL=$2"
   echo "export OUTFLOW_MONGO_URI='$3'"
 }

@@ -6,6 +6,8 @@
 #   kafka-local.sh stop     # SIGTERM, wait for a clean shutdown
 #   kafka-local.sh status   # exit 0 and print the bootstrap address if running and answering
 #   kafka-local.sh sasl-address  # print the SASL_PLAINTEXT listener's address (host:port)
+#   kafka-local.sh tls-address   # print the SSL (TLS) listener's address (host:port)
+#   kafka-local.sh tls-ca        # print the path of the CA certificate (PEM) that signed the broker's
 #
 # Listeners: PLAINTEXT on KAFKA_PORT (the bootstrap start/status print; everything local uses it) and
 # SASL_PLAINTEXT on KAFKA_SASL_PORT (default 29094) accepting SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for
@@ -15,6 +17,9 @@
 # Controller and inter-broker traffic stay PLAINTEXT. A client configuration for the SASL listener:
 #   bootstrap.servers=127.0.0.1:29094 security.protocol=SASL_PLAINTEXT sasl.mechanism=SCRAM-SHA-256
 #   sasl.username=outflow sasl.password=outflow-local-secret
+# And SSL on KAFKA_TLS_PORT (default 29095): the broker's certificate (SAN 127.0.0.1, localhost and
+# KAFKA_HOST) is signed by a CA made once for this run dir, $OUTFLOW_LOCAL_RUN/kafka/tls/ca.pem:
+#   bootstrap.servers=127.0.0.1:29095 security.protocol=SSL ssl.ca.location=<that ca.pem>
 #
 # Environment (all optional):
 #   OUTFLOW_LOCAL_CACHE download cache shared by the local stack (default: <repo>/deploy/local/.cache);
@@ -29,6 +34,7 @@
 #   KAFKA_SASL_PORT     SASL_PLAINTEXT listener port (default 29094)
 #   KAFKA_SASL_USER     the SASL user (default outflow)
 #   KAFKA_SASL_PASSWORD its password (default outflow-local-secret; no `"` or `\`, for the JAAS line)
+#   KAFKA_TLS_PORT      SSL listener port (default 29095)
 #   KAFKA_HEAP          JVM heap, used for -Xmx and -Xms (default 512m; 256m works, 128m OOMs at startup)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 90)
 #   KAFKA_WARMUP        1 (default) = before reporting ready, also run one transactional
@@ -47,6 +53,7 @@ KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-29092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
 KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-29094}"
+KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-29095}"
 KAFKA_SASL_USER="${KAFKA_SASL_USER:-outflow}"
 export KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-outflow-local-secret}"  # read by the probe
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
@@ -63,6 +70,8 @@ LOG="$KAFKA_LOCAL_DIR/broker.log"
 PIDFILE="$KAFKA_LOCAL_DIR/broker.pid"
 BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
 SASL_BOOTSTRAP="$KAFKA_HOST:$KAFKA_SASL_PORT"
+TLS_BOOTSTRAP="$KAFKA_HOST:$KAFKA_TLS_PORT"
+TLS_DIR="$KAFKA_LOCAL_DIR/tls"
 
 log() { echo "kafka-local: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -228,6 +237,47 @@ run_probe() {  # $1 = timeout seconds, $2 = warmup 0|1, $3 = sasl (also set up a
 
 # True when the running broker was started with the SASL listener (older runs were not).
 has_sasl_listener() { grep -q '^listeners=.*SASL_PLAINTEXT://' "$PROPS" 2>/dev/null; }
+has_tls_listener() { grep -q '^listeners=.*,SSL://' "$PROPS" 2>/dev/null; }
+
+# ---------------------------------------------------------------- TLS: a CA of our own (once per run dir)
+ensure_tls() {
+  if [[ -f "$TLS_DIR/ca.pem" && -f "$TLS_DIR/broker.pem" ]]; then return 0; fi
+  command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+  local tmp="$TLS_DIR.tmp.$$" san="IP:127.0.0.1,DNS:localhost"
+  if [[ "$KAFKA_HOST" =~ ^[0-9.]+$ ]]; then
+    [[ "$KAFKA_HOST" == 127.0.0.1 ]] || san="$san,IP:$KAFKA_HOST"
+  elif [[ "$KAFKA_HOST" != localhost ]]; then san="$san,DNS:$KAFKA_HOST"; fi
+  rm -rf "$tmp"; mkdir -p "$tmp"; chmod 700 "$tmp"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=outflow-local-ca" \
+      -keyout "$tmp/ca.key" -out "$tmp/ca.pem" &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$KAFKA_HOST" \
+      -keyout "$tmp/broker.key" -out "$tmp/broker.csr" &&
+    openssl x509 -req -in "$tmp/broker.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial \
+      -days 3650 -extfile <(printf 'subjectAltName=%s\n' "$san") -out "$tmp/broker.crt" &&
+    # Kafka's PEM key store: the PKCS#8 key, then the certificate chain, in one file
+    openssl pkcs8 -topk8 -nocrypt -in "$tmp/broker.key" -out "$tmp/broker.pk8"
+  } >"$tmp/openssl.log" 2>&1 || die "certificate generation failed: $(tail -n 5 "$tmp/openssl.log")"
+  cat "$tmp/broker.pk8" "$tmp/broker.crt" "$tmp/ca.pem" > "$tmp/broker.pem"
+  rm -f "$tmp/broker.csr" "$tmp/broker.key" "$tmp/broker.pk8" "$tmp/openssl.log"
+  chmod 644 "$tmp/ca.pem"
+  rm -rf "$TLS_DIR"; mv "$tmp" "$TLS_DIR"
+  log "made a local CA and the broker's certificate in $TLS_DIR (SAN $san)"
+}
+
+# A real TLS handshake with the broker, verified against our CA.
+check_tls() {  # $1 = timeout seconds
+  local i out
+  for ((i = 0; i < $1 * 5; i++)); do
+    if out="$(openssl s_client -connect "$TLS_BOOTSTRAP" -CAfile "$TLS_DIR/ca.pem" -verify_return_error \
+        -verify_ip "$KAFKA_HOST" </dev/null 2>&1)"; then
+      echo "SSL $TLS_BOOTSTRAP: certificate verified against $TLS_DIR/ca.pem"; return 0
+    fi
+    sleep 0.2
+  done
+  echo "SSL $TLS_BOOTSTRAP: no verified TLS handshake: $(grep -m1 -i 'error\|verify' <<<"$out")" >&2
+  return 1
+}
 
 # ---------------------------------------------------------------- config + storage (once)
 write_props() {
@@ -238,11 +288,15 @@ write_props() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT,SSL://$KAFKA_HOST:$KAFKA_TLS_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT,SSL://$KAFKA_HOST:$KAFKA_TLS_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+# TLS for clients only, no client certificates: key and chain in one PEM file (see ensure_tls)
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$TLS_DIR/broker.pem
+listener.name.ssl.ssl.client.auth=none
 # SASL for clients only: SCRAM users are stored in the cluster metadata (the probe writes them), the
 # PLAIN user is listed here
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
@@ -296,24 +350,27 @@ cmd_start() {
     if has_sasl_listener; then
       # also (re)writes the SCRAM credentials, so a changed KAFKA_SASL_PASSWORD applies at once
       if out="$(run_probe 20 0 sasl 2>&1)"; then
-        log "already running (pid $pid); $(tail -n 1 <<<"$out")"; echo "$BOOTSTRAP"; return 0
+        log "already running (pid $pid); $(tail -n 1 <<<"$out")"
+        has_tls_listener || log "started without the SSL listener: \`$0 restart\` adds it"
+        echo "$BOOTSTRAP"; return 0
       fi
       die "pid $pid is alive but not answering on $BOOTSTRAP or $SASL_BOOTSTRAP: $out
 see $LOG (try: $0 restart)"
     fi
     if run_probe 10 0 >/dev/null 2>&1; then
-      log "already running (pid $pid), started without the SASL listener: \`$0 restart\` adds it"
+      log "already running (pid $pid), started without the SASL and SSL listeners: \`$0 restart\` adds them"
       echo "$BOOTSTRAP"; return 0
     fi
     die "pid $pid is alive but not answering on $BOOTSTRAP; see $LOG (try: $0 stop)"
   fi
   local major; major="$(java_major)"
   [[ -n "$major" && "$major" -ge 17 ]] || die "Java >= 17 required (found: ${major:-none}); set JAVA="
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT" "$KAFKA_TLS_PORT"; do
     port_in_use "$p" && die "port $KAFKA_HOST:$p already in use by another process"
   done
   ensure_jars
   ensure_probe
+  ensure_tls
   write_props
   ensure_storage
   local t0; t0=$(date +%s%N)
@@ -336,6 +393,8 @@ $(tail -n 30 "$LOG")"
   fi
   kill -0 "$pid" 2>/dev/null || die "broker exited; see $LOG"
   log "$out"
+  local tls; tls="$(check_tls 20)" || die "the SSL listener does not answer with a certificate from our CA; see $LOG"
+  log "$tls"
   local ds=$(( ($(date +%s%N) - t0) / 100000000 ))
   log "ready after $((ds / 10)).$((ds % 10))s"
   echo "$BOOTSTRAP"
@@ -377,7 +436,9 @@ case "${1:-}" in
   stop) cmd_stop ;;
   status) cmd_status ;;
   sasl-address) echo "$SASL_BOOTSTRAP" ;;
+  tls-address) echo "$TLS_BOOTSTRAP" ;;
+  tls-ca) echo "$TLS_DIR/ca.pem" ;;
   restart) cmd_stop; cmd_start ;;
   wipe) cmd_stop; rm -rf "$DATA"; log "data removed" ;;
-  *) echo "usage: $0 start|stop|status|restart|wipe|sasl-address" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart|wipe|sasl-address|tls-address|tls-ca" >&2; exit 2 ;;
 esac
