@@ -25,7 +25,7 @@ script_of() { echo "$HERE/$1/$1-local.sh"; }
 # Debian packages the build and the servers need; installed only when missing.
 ensure_packages() {
   local need=() p
-  for p in cmake pkg-config libssl-dev zlib1g-dev libcurl4-openssl-dev libsasl2-dev maven curl python3-venv g++ make; do
+  for p in cmake pkg-config libssl-dev openssl zlib1g-dev libcurl4-openssl-dev libsasl2-dev maven curl python3-venv g++ make; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
