@@ -298,3 +298,35 @@ fn a_broker_certificate_from_another_ca_is_refused_clearly() {
     assert!(!status.success(), "{status}\n{log}");
     assert!(log.contains(refused), "outflow run says why:\n{log}");
 }
+
+/// A secret as the default of a `${VAR:-default}` is written in the file all the same: refused
+/// (E014) like an inline one, and the value is not echoed.
+#[test]
+fn a_secret_hidden_in_a_default_is_refused() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let minimal = std::fs::read_to_string(format!("{root}/tests/topologies/minimal.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("../../schemas/", &format!("{root}/schemas/"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for (from, to) in [
+        (
+            "brokers = \"127.0.0.1:29092\"",
+            "brokers = \"127.0.0.1:29092\"\nproperties = { \"sasl.password\" = \"${OUTFLOW_UNSET_1:-Hidden-Default-1}\" }",
+        ),
+        (
+            "uri = \"mongodb://127.0.0.1:28017/?replicaSet=secantus\"",
+            "uri = \"${OUTFLOW_UNSET_2:-mongodb://app:Hidden-Default-1@127.0.0.1:28017/}\"",
+        ),
+    ] {
+        assert!(minimal.contains(from), "minimal.toml has no `{from}`");
+        let path = dir.path().join("topology.toml");
+        std::fs::write(&path, minimal.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        let path = path.to_string_lossy().into_owned();
+        for format in ["text", "json"] {
+            let (code, out, _) = outflow(&["validate", "--format", format, path.as_str()], &[]);
+            assert_eq!(code, 78, "{out}");
+            assert!(out.contains("E014"), "{out}");
+            assert_no_secret("validate", &out, &["Hidden-Default-1"]);
+        }
+    }
+}
