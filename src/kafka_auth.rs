@@ -2,10 +2,11 @@
 //! trust, said clearly.
 //!
 //! librdkafka treats a refused login or an unverifiable certificate like any broken connection: it
-//! logs, backs off and retries for ever, so a wrong password would look like a hang. Every command that starts talking to Kafka
-//! (`outflow run`/`serve` through [`crate::topics::ensure`], `validate --online`, `/readyz`,
-//! `produce`, `tail`, `dlq`) goes through [`check`] first, which turns the first authentication
-//! error into [`KafkaCheckError::Refused`] (a failed TLS handshake into [`KafkaCheckError::Tls`]).
+//! logs, backs off and retries for ever, so a wrong password would look like a hang. Every command
+//! that starts talking to Kafka (`outflow run`/`serve` through [`crate::topics::ensure`],
+//! `validate --online`, `/readyz`, `produce`, `tail`, `dlq`) goes through [`check`] first, which
+//! turns the first authentication error into [`KafkaCheckError::Refused`] and a failed TLS
+//! handshake into [`KafkaCheckError::Tls`].
 //! Secrets: librdkafka property names that hold one are recognised by [`is_secret_key`], and
 //! [`redacted_properties`] is the only way the properties are ever shown.
 
