@@ -51,7 +51,7 @@ pub enum KafkaCheckError {
     Client(String),
 }
 
-/// The kafka client properties that hold secrets (they must be `${VAR}` references in topology.toml).
+/// The Kafka client properties that hold secrets (topology.toml must give them as `${VAR}`).
 pub fn is_secret_key(key: &str) -> bool {
     ["password", "secret", "key.pem", "token"]
         .iter()
