@@ -21,6 +21,10 @@ fn right_password() -> String {
     std::env::var("KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "outflow-local-secret".into())
 }
 
+/// Said when a secured listener does not answer: a broker started before they existed lacks them.
+const HINT: &str = "a broker started by an older kafka-local.sh has no SASL/SSL listeners: \
+                    `deploy/local/kafka/kafka-local.sh restart` adds them";
+
 /// The line of pipeline.toml the security tests replace with their own `[kafka]` settings.
 const BROKERS_LINE: &str = "brokers = \"${OUTFLOW_KAFKA_BROKERS:-127.0.0.1:29092}\"";
 
@@ -83,7 +87,7 @@ fn validates_online(t: &TestTopology, mechanism: &str, password: &str) {
         vec!["validate", "--online", "--format", "json", path.as_str()],
     ] {
         let (code, out, _) = outflow(&args, &env);
-        assert_eq!(code, 0, "{args:?}:\n{out}");
+        assert_eq!(code, 0, "{args:?} ({HINT}):\n{out}");
         assert_no_secret(&format!("{args:?}"), &out, &[password]);
         if args.contains(&"--online") && !args.contains(&"json") {
             assert!(out.contains("ok   kafka"), "{out}");
@@ -257,7 +261,7 @@ async fn tls_with_the_local_ca_carries_events_exactly_once() {
     let t = tls_topology(&local_ca());
     let path = t.path.to_string_lossy().into_owned();
     let (code, out, _) = outflow(&["validate", "--online", path.as_str()], &[]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 0, "{HINT}:\n{out}");
     assert!(out.contains("ok   kafka"), "{out}");
     assert!(
         out.contains("; SSL)"),

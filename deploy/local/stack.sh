@@ -65,6 +65,8 @@ up() {
   done
   [ "$failed" = 0 ] || { log "not all services came up"; exit 1; }
   log "up in $((SECONDS - t0)) s"
+  # a broker started by an older kafka-local.sh lacks the SASL/SSL listeners: say so
+  grep -h "restart\` adds" "$OUTFLOW_LOCAL_RUN/kafka.start.log" >&2 || true
   exports "$(cat "$OUTFLOW_LOCAL_RUN/kafka.addr")" "$(cat "$OUTFLOW_LOCAL_RUN/registry.addr")" \
     "$(cat "$OUTFLOW_LOCAL_RUN/mongo.addr")"
 }
