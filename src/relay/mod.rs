@@ -62,17 +62,20 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
         stop.clone(),
     )
     .await;
+    let member = Arc::new(Member {
+        topology,
+        store,
+        owner,
+        share,
+    });
     let mut tasks = Vec::new();
     for (index, shard) in shards.into_iter().enumerate() {
         let wake = Arc::clone(&wakers[&shard]);
         tasks.push(tokio::spawn(own_shard(
-            Arc::clone(&topology),
-            store.clone(),
+            Arc::clone(&member),
             shard,
             index as i32,
-            owner.clone(),
             wake,
-            Arc::clone(&share),
             stop.clone(),
         )));
     }
@@ -87,24 +90,36 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_string())
 }
 
-/// Tries to lease `shard` until stopped; publishes it whenever the lease is ours.
-async fn own_shard(
+/// What every shard task of one relay shares.
+struct Member {
     topology: Arc<Topology>,
     store: Store,
+    /// This relay's name on its leases and its heartbeat.
+    owner: String,
+    share: Arc<Share>,
+}
+
+/// Tries to lease `shard` until stopped; publishes it whenever the lease is ours.
+async fn own_shard(
+    member: Arc<Member>,
     shard: String,
     partition: i32,
-    owner: String,
     wake: Arc<Notify>,
-    share: Arc<Share>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Member {
+        topology,
+        store,
+        owner,
+        share,
+    } = member.as_ref();
     let ttl = topology.relay.lease_ttl;
     loop {
         if *stop.borrow() {
             return;
         }
         let attempt = if share.may_take_more() {
-            Lease::acquire(&store, &shard, &owner, ttl, &share).await
+            Lease::acquire(store, &shard, owner, ttl, share).await
         } else {
             Ok(None) // this relay holds its fair share: leave the shard to another one
         };
@@ -112,7 +127,7 @@ async fn own_shard(
             Ok(Some(lease)) => {
                 share.took();
                 let mut publisher = ShardPublisher {
-                    topology: Arc::clone(&topology),
+                    topology: Arc::clone(topology),
                     store: store.clone(),
                     shard: shard.clone(),
                     checkpoint_partition: partition,
@@ -124,7 +139,7 @@ async fn own_shard(
                 share.dropped(lease.yielded());
                 match outcome {
                     Ok(()) => {
-                        lease.release(&store).await;
+                        lease.release(store).await;
                         return;
                     }
                     Err(_) if lease.yielded() => {

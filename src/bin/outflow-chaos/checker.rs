@@ -260,13 +260,14 @@ pub async fn check(
         }
         // per key the output must carry seq 1, 2, 3... in that order, each as the next version
         let previous = last_seq.insert(u.key.clone(), u.seq).unwrap_or(0);
-        if u.seq <= previous || u.version != u.seq {
-            if disordered.insert(u.key.clone()) && report.examples.len() < 5 {
-                report.examples.push(format!(
-                    "key {}: seq {} (version {}) after seq {previous}",
-                    u.key, u.seq, u.version
-                ));
-            }
+        if (u.seq <= previous || u.version != u.seq)
+            && disordered.insert(u.key.clone())
+            && report.examples.len() < 5
+        {
+            report.examples.push(format!(
+                "key {}: seq {} (version {}) after seq {previous}",
+                u.key, u.seq, u.version
+            ));
         }
     }
     report.output_distinct = seen.len();
