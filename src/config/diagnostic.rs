@@ -156,6 +156,8 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics<'a> {
     file: &'a Path,
     source: &'a str,
+    /// Byte offset where each line starts, so locating a finding does not rescan the file.
+    line_starts: Vec<usize>,
     items: Vec<Diagnostic>,
 }
 
@@ -164,6 +166,7 @@ impl<'a> Diagnostics<'a> {
         Self {
             file,
             source,
+            line_starts: line_starts(source),
             items: Vec::new(),
         }
     }
@@ -177,7 +180,7 @@ impl<'a> Diagnostics<'a> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let (line, column) = line_col(self.source, span.start);
+        let (line, column) = locate(self.source, &self.line_starts, span.start);
         self.items.push(Diagnostic {
             code: code.as_str(),
             severity: code.severity(),
@@ -204,12 +207,24 @@ impl<'a> Diagnostics<'a> {
 
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    locate(source, &line_starts(source), offset)
+}
+
+/// Byte offset where each line of `source` starts.
+fn line_starts(source: &str) -> Vec<usize> {
+    let newlines = source.match_indices('\n').map(|(i, _)| i + 1);
+    std::iter::once(0).chain(newlines).collect()
+}
+
+/// [`line_col`] with the line starts computed once per file (a file may have many findings).
+fn locate(source: &str, line_starts: &[usize], offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
-    let before = source.get(..offset).unwrap_or(source);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+    let line = line_starts.partition_point(|&start| start <= offset);
+    let start = line_starts.get(line.wrapping_sub(1)).copied().unwrap_or(0);
+    let column = source
+        .get(start..offset)
+        .map_or(offset - start, |s| s.chars().count());
+    (line, column + 1)
 }
 
 /// The closest of `candidates` to `word`, when it is close enough to be a likely typo.

@@ -56,7 +56,7 @@ pub fn load_with(
     env: &dyn Fn(&str) -> Option<String>,
     custom_stages: &[String],
 ) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -66,7 +66,33 @@ pub fn load_with(
         env,
         custom_stages,
     };
-    parse(path, &text, &ctx)
+    parse_bytes(path, &bytes, &ctx)
+}
+
+/// Like [`parse`], for file contents not yet known to be UTF-8: invalid UTF-8 is an E001 at the
+/// first bad byte's line:col (TOML files are UTF-8).
+pub fn parse_bytes(file: &Path, bytes: &[u8], ctx: &Context<'_>) -> Result<Loaded, ConfigError> {
+    let error = match std::str::from_utf8(bytes) {
+        Ok(text) => return parse(file, text, ctx),
+        Err(e) => e,
+    };
+    let at = error.valid_up_to();
+    let text = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let mut diags = Diagnostics::new(file, text);
+    diags.push(
+        Code::Syntax,
+        at..at,
+        "",
+        format!(
+            "invalid UTF-8 (byte {:#04x} at offset {at}): a topology file must be UTF-8",
+            bytes[at]
+        ),
+        None,
+    );
+    Err(ConfigError::Invalid {
+        path: file.to_path_buf(),
+        diagnostics: diags.into_vec(),
+    })
 }
 
 /// Validates topology `text` as if read from `file`.

@@ -17,13 +17,22 @@ pub mod header {
     pub const EVENT_ID: &str = "outflow.event-id";
     pub const ATTEMPTS: &str = "outflow.attempts";
     pub const FAILED_AT: &str = "outflow.failed-at";
+    /// Set when the value (and a huge key) was left out of the dead letter, too large to publish:
+    /// says where the original record is.
+    pub const VALUE_OMITTED: &str = "outflow.value.omitted";
 }
+
+/// The largest record (key, value and headers) the relay publishes: librdkafka's default
+/// `message.max.bytes` (1,000,000) less room for record framing. A bigger record would fail its
+/// Kafka transaction on every retry and stall the shard, so stages refuse to emit one (class
+/// `too-large`) and a dead letter that big goes out without its value.
+pub const MAX_RECORD_BYTES: usize = 1_000_000 - 8 * 1024;
 
 /// Why a record is dead, by class (stable words, used in headers and metric labels).
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// `wire-format`, `unknown-schema`, `avro-decode`, `schema-mismatch`, `stage-error`,
-    /// `entity-id`, `emit-invalid`.
+    /// `entity-id`, `emit-invalid`, `too-large`.
     pub class: &'static str,
     pub message: String,
     /// The stage that failed, or `source` for decode failures.
@@ -71,7 +80,7 @@ impl DeadLetter {
             message.truncate(cut);
             message.push('…');
         }
-        let headers = vec![
+        let mut headers = vec![
             (header::ERROR_CLASS.to_string(), failure.class.to_string()),
             (header::ERROR_MESSAGE.to_string(), message),
             (header::ERROR_STAGE.to_string(), failure.stage.clone()),
@@ -85,6 +94,23 @@ impl DeadLetter {
             (header::ATTEMPTS.to_string(), "1".to_string()),
             (header::FAILED_AT.to_string(), failed_at_millis.to_string()),
         ];
+        let size = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        let (key_len, value_len) = (size(&key), size(&value));
+        let header_bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let (mut key, mut value) = (key, value);
+        if key_len + value_len + header_bytes > MAX_RECORD_BYTES {
+            value = None;
+            let mut what = format!("the {value_len}-byte value");
+            if key_len + header_bytes + 1024 > MAX_RECORD_BYTES {
+                key = None;
+                what.push_str(&format!(" and the {key_len}-byte key"));
+            }
+            let omitted = format!(
+                "{what} left out (too large for a dead letter); the original is {}[{}]@{}",
+                origin.topic, origin.partition, origin.offset
+            );
+            headers.push((header::VALUE_OMITTED.to_string(), omitted));
+        }
         Self {
             topic: dlq_topic.to_string(),
             key,
@@ -93,5 +119,58 @@ impl DeadLetter {
             headers,
             class: failure.class,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(key: usize, value: usize) -> DeadLetter {
+        let origin = Origin {
+            topic: "t".into(),
+            partition: 2,
+            offset: 9,
+        };
+        let failure = Failure {
+            class: "avro-decode",
+            message: "bad".into(),
+            stage: "source".into(),
+        };
+        DeadLetter::new(
+            "t.dlq",
+            Some(vec![b'k'; key]),
+            Some(vec![b'v'; value]),
+            "e",
+            &origin,
+            &failure,
+            0,
+        )
+    }
+
+    fn omitted(d: &DeadLetter) -> Option<&str> {
+        d.headers
+            .iter()
+            .find(|(k, _)| k == header::VALUE_OMITTED)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_its_bytes_unless_too_large_to_publish() {
+        let small = letter(3, 1000);
+        assert_eq!(small.value.as_ref().map(Vec::len), Some(1000));
+        assert_eq!(omitted(&small), None);
+        let huge = letter(3, MAX_RECORD_BYTES);
+        assert_eq!(huge.value, None);
+        assert_eq!(huge.key.as_ref().map(Vec::len), Some(3));
+        assert_eq!(
+            omitted(&huge),
+            Some(
+                "the 991808-byte value left out (too large for a dead letter); the original is t[2]@9"
+            )
+        );
+        let huge_key = letter(MAX_RECORD_BYTES, 10);
+        assert_eq!((huge_key.key.clone(), huge_key.value.clone()), (None, None));
+        assert!(omitted(&huge_key).is_some_and(|m| m.contains("991808-byte key")));
     }
 }

@@ -48,9 +48,107 @@ fn offset_in(whole: &str, part: &str) -> usize {
     }
 }
 
+/// The deepest a program may nest, counting brackets and what is chained inside each: jaq lexes,
+/// parses and compiles recursively, so a deeper program would overflow the stack (a crash, not an
+/// error). Real stages nest a few dozen levels.
+const MAX_NESTING: usize = 256;
+
+/// Where `code` first nests deeper than [`MAX_NESTING`], estimated from above without parsing:
+/// a bracket opens a level; an operator, comma or nesting keyword deepens the open level by one
+/// until its bracket closes. Strings are skipped, except the code of their `\(...)` parts.
+fn too_deep(code: &str) -> Option<usize> {
+    let bytes = code.as_bytes();
+    // per open level: is it a string interpolation, and how much depth it added
+    let mut levels: Vec<(bool, usize)> = vec![(false, 0)];
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let mut deeper = false;
+        if in_string {
+            match c {
+                b'\\' if bytes.get(i + 1) == Some(&b'(') => {
+                    in_string = false;
+                    levels.push((true, 0));
+                    deeper = true;
+                    i += 1;
+                }
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => in_string = true,
+                b'#' => {
+                    while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'(' | b'[' | b'{' => {
+                    levels.push((false, 0));
+                    deeper = true;
+                }
+                b')' | b']' | b'}' if levels.len() > 1 => {
+                    if let Some((interpolation, added)) = levels.pop() {
+                        depth -= added;
+                        in_string = interpolation;
+                    }
+                }
+                b'|' | b',' | b'+' | b'-' | b'*' | b'/' | b'%' | b'=' | b'<' | b'>' | b'!'
+                | b'?' => deeper = true,
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                    let start = i;
+                    while bytes
+                        .get(i + 1)
+                        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    {
+                        i += 1;
+                    }
+                    let word = code.get(start..=i).unwrap_or_default();
+                    deeper = matches!(
+                        word,
+                        "and"
+                            | "or"
+                            | "as"
+                            | "if"
+                            | "elif"
+                            | "try"
+                            | "reduce"
+                            | "foreach"
+                            | "def"
+                            | "label"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if deeper {
+            depth += 1;
+            if let Some(level) = levels.last_mut() {
+                level.1 += 1;
+            }
+            if depth > MAX_NESTING {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 impl JqProgram {
     /// Compiles `code` with jq's standard library.
     pub fn compile(code: &str) -> Result<Self, JqCompileError> {
+        if let Some(offset) = too_deep(code) {
+            return Err(JqCompileError {
+                message: format!(
+                    "nests deeper than {MAX_NESTING} levels (brackets and the operators chained in them)"
+                ),
+                offset,
+            });
+        }
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
@@ -253,6 +351,34 @@ mod tests {
                 json!({"a": 1, "b": 2.5, "c": "x", "d": [null, true], "e": {"f": -3}, "g": 1.0 / 3.0})
             )
         );
+    }
+
+    #[test]
+    fn deep_programs_are_refused_not_a_stack_overflow() {
+        for deep in [
+            format!("{}.{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{}1{}", "[".repeat(300), "]".repeat(300)),
+            vec!["."; 100_000].join("|"),
+            "if . then ".repeat(10_000),
+            ". as $x | ".repeat(10_000),
+            "-".repeat(10_000),
+            format!("\"{}\"", "\\(".repeat(10_000)),
+        ] {
+            let err = JqProgram::compile(&deep).err();
+            assert!(
+                err.as_ref()
+                    .is_some_and(|e| e.message.contains("nests deeper")),
+                "{err:?}"
+            );
+        }
+        // strings and comments do not count; a wide object is not deep
+        let wide: Vec<String> = (0..200).map(|i| format!("f{i}: .x")).collect();
+        program(&format!("{{{}}}", wide.join(", ")));
+        program(&format!(
+            "\"{}\" # {}",
+            "((((|||".repeat(100),
+            "[".repeat(1000)
+        ));
     }
 
     #[test]

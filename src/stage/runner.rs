@@ -229,6 +229,18 @@ impl StageRunner {
             })?;
         let payload = codec::encode(id, &emit.schema.schema, avro)
             .map_err(|e| failure("emit-invalid", stage, e.to_string()))?;
+        if payload.len() + key.len() > crate::dlq::MAX_RECORD_BYTES {
+            return Err(failure(
+                "too-large",
+                stage,
+                format!(
+                    "record for `{}` is {} bytes, over the relay's limit of {} bytes",
+                    emit.topic,
+                    payload.len() + key.len(),
+                    crate::dlq::MAX_RECORD_BYTES
+                ),
+            ));
+        }
         Ok(OutboxDraft {
             topic: emit.topic.clone(),
             key,
