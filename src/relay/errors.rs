@@ -38,7 +38,24 @@ pub fn classify(error: &KafkaError) -> Recovery {
             | RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::InvalidProducerEpoch,
         ) => Recovery::Fenced,
-        Some(RDKafkaErrorCode::Fatal) => Recovery::Reinit,
+        // not delivered in time: this producer's view of the cluster may be stale (seen after a
+        // broker restart), and a new one starts from fresh metadata and connections
+        Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::MessageTimedOut) => Recovery::Reinit,
         _ => Recovery::AbortAndRetry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_not_delivered_in_time_rebuilds_the_producer() {
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(classify(&timed_out), Recovery::Reinit);
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch);
+        assert_eq!(classify(&fenced), Recovery::Fenced);
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(classify(&other), Recovery::AbortAndRetry);
     }
 }

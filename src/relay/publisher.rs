@@ -39,6 +39,12 @@ fn crash_point(point: &str) {
     }
 }
 
+/// Drops a producer off the async runtime: `rd_kafka_destroy` may block while it winds down.
+/// Its successor's `init_transactions` fences it and aborts its open transaction.
+fn retire(producer: Arc<FutureProducer>) {
+    tokio::task::spawn_blocking(move || drop(producer));
+}
+
 /// One outbox record as read from Mongo, ready to produce.
 struct Pending {
     seq: i64,
@@ -122,7 +128,9 @@ impl ShardPublisher {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("transaction.timeout.ms", "60000")
-            .set("message.timeout.ms", "55000");
+            // a record not delivered in 20 s (a broker restart can leave a producer waiting on
+            // stale metadata) fails the transaction; the retry builds a fresh producer
+            .set("message.timeout.ms", "20000");
         config.create()
     }
 
@@ -176,14 +184,21 @@ impl ShardPublisher {
                         Recovery::Retry | Recovery::AbortAndRetry => {
                             tracing::warn!(shard = %self.shard, "transaction failed, aborting and retrying: {e}");
                             let p = Arc::clone(&producer);
-                            let _ = tokio::task::spawn_blocking(move || {
-                                p.abort_transaction(Duration::from_secs(30))
+                            let aborted = tokio::task::spawn_blocking(move || {
+                                p.abort_transaction(Duration::from_secs(10))
                             })
                             .await;
+                            if !matches!(aborted, Ok(Ok(()))) {
+                                // a producer that cannot even abort is wedged: start afresh
+                                tracing::warn!(shard = %self.shard, "abort failed, re-initialising the producer: {aborted:?}");
+                                retire(producer);
+                                continue 'producer;
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         Recovery::Reinit => {
                             tracing::warn!(shard = %self.shard, "producer unusable, re-initialising: {e}");
+                            retire(producer);
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             continue 'producer;
                         }

@@ -31,6 +31,7 @@ pub struct Member {
     /// Exits nobody asked for (a crash or a start-up failure), with their status.
     pub unexpected_exits: Vec<String>,
     port: u16,
+    started_at: Option<Instant>,
 }
 
 impl Member {
@@ -43,6 +44,9 @@ impl Member {
         format!("127.0.0.1:{}", self.port)
     }
 }
+
+/// How long a started process may take before it handles SIGTERM.
+const START_UP: Duration = Duration::from_secs(5);
 
 /// Every process of the run; dropping the fleet kills whatever is still running.
 pub struct Fleet {
@@ -103,6 +107,7 @@ impl Fleet {
                     starts: 0,
                     unexpected_exits: Vec::new(),
                     port: free_port()?,
+                    started_at: None,
                 });
             }
         }
@@ -134,6 +139,7 @@ impl Fleet {
             .stderr(log)
             .spawn()?;
         m.child = Some(child);
+        m.started_at = Some(Instant::now());
         Ok(())
     }
 
@@ -196,6 +202,13 @@ impl Fleet {
     /// SIGTERM to every member, then waits up to `grace` for clean exits; returns the members that
     /// had to be killed or exited non-zero.
     pub fn stop_all(&mut self, grace: Duration) -> Vec<String> {
+        // a member restarted a moment ago may not handle SIGTERM yet: give it time to start
+        let youngest = self.members.iter().filter_map(|m| m.started_at).max();
+        if let Some(wait) =
+            youngest.and_then(|t| (t + START_UP).checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
         for m in &self.members {
             if let Some(pid) = m.pid() {
                 let _ = signal(pid, "CONT");

@@ -75,7 +75,20 @@ struct Args {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let interrupted = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    };
+    // on a signal the run is dropped: the fleet's Drop kills every process it started
+    let outcome = tokio::select! {
+        outcome = run(args) => outcome,
+        _ = interrupted => Err(anyhow::anyhow!("interrupted: the fleet is killed, the servers put back")),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
