@@ -4,9 +4,10 @@
 //! transactional producer: after `init_transactions` (which completes any transaction a previous
 //! owner left open) the partition is stable, so read_committed to its end sees the last checkpoint.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -22,13 +23,18 @@ pub struct Checkpoint {
 
 /// Reads the last committed checkpoint of `shard` (read_committed, so an aborted or open
 /// transaction's checkpoint is never seen). `Ok(0)` when the shard was never published.
+///
+/// It returns only once the partition is stable: its read_committed end (where PartitionEOF
+/// comes) has reached the high watermark. A transaction a previous owner left undecided (seen
+/// when a broker restarted under a transaction) hides its checkpoint until the coordinator
+/// commits or aborts it; resuming before that would publish its records a second time.
 pub fn read(
     kafka: &KafkaSettings,
     topic: &str,
     partition: i32,
     shard: &str,
     timeout: Duration,
-) -> Result<i64, rdkafka::error::KafkaError> {
+) -> Result<i64, KafkaError> {
     let mut config = crate::health::kafka_config(kafka);
     config
         .set("group.id", "outflow-relay-checkpoint-reader")
@@ -36,19 +42,26 @@ pub fn read(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    let deadline = Instant::now() + timeout;
+    let timed_out = || KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut);
     let mut seq = 0;
-    if high > low {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
-        consumer.assign(&tpl)?;
-        drop(tpl);
-        let deadline = std::time::Instant::now() + timeout;
+    let mut assigned = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, left)?;
+        if high <= low {
+            break;
+        }
+        if !assigned {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+            consumer.assign(&tpl)?;
+            drop(tpl);
+            assigned = true;
+        }
         loop {
-            if std::time::Instant::now() > deadline {
-                return Err(rdkafka::error::KafkaError::MessageConsumption(
-                    rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
-                ));
+            if Instant::now() > deadline {
+                return Err(timed_out());
             }
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
@@ -60,12 +73,38 @@ pub fn read(
                         seq = cp.seq;
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
         }
+        if position(&consumer, topic, partition)? >= high {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(timed_out());
+        }
+        tracing::info!(
+            topic,
+            partition,
+            high,
+            "checkpoint partition has an undecided transaction; waiting for it"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
     drop(consumer);
     Ok(seq)
+}
+
+/// The consumer's next offset in `partition` (the list is dropped before the consumer can be).
+fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+    let positions = consumer.position()?;
+    let offset = positions
+        .find_partition(topic, partition)
+        .map(|p| p.offset());
+    drop(positions);
+    Ok(match offset {
+        Some(Offset::Offset(n)) => n,
+        _ => -1,
+    })
 }
