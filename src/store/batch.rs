@@ -1,9 +1,17 @@
 //! One batch of one partition → one transaction: dedupe, fold stages over entity states, write all.
+//!
+//! Round trips per batch: the event-id read, the entity-state read, ONE `bulkWrite` (the offsets
+//! fence first, then every document) and the commit. The fence is an upsert filtered on the
+//! partition's `_id`, our owner epoch and the outbox sequence we expect: when the epoch or the
+//! sequence moved it matches nothing, the upsert collides with the existing `_id` and the ordered
+//! bulk write stops there; the transaction is aborted and the offsets document tells which it was.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use mongodb::bson::{Bson, DateTime, Document, doc};
-use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
+use mongodb::options::{InsertOneModel, ReplaceOneModel, UpdateOneModel, WriteModel};
 use mongodb::{ClientSession, Namespace};
 
 use super::documents::{self, EVENT_LOG, EventLogEntry, OFFSETS, OUTBOX, OutboxEntry};
@@ -20,6 +28,19 @@ pub struct PartitionClaim {
     pub epoch: i64,
     /// Where to resume; `None` for a partition never processed.
     pub next_offset: Option<i64>,
+    /// The partition's last outbox `seq` as this owner knows it (read at the claim, advanced by
+    /// each commit, refreshed when `outflow rebuild --emit` moved it).
+    pub outbox_seq: Arc<AtomicI64>,
+}
+
+/// Why a batch's fence did not match, read from the offsets document after the abort.
+enum Fence {
+    /// Another processor claimed the partition.
+    Lost,
+    /// Someone else appended to the shard's outbox (a rebuild): the new sequence.
+    SeqMoved(i64),
+    /// Neither: the error was about something else.
+    Held,
 }
 
 /// Everything a batch writes, computed inside the transaction from what it read there.
@@ -44,22 +65,68 @@ impl Store {
         let mut retrier = txn::Retrier::new(stop);
         loop {
             retrier.begin(&mut session).await?;
+            let expected = claim.outbox_seq.load(Ordering::Acquire);
             match self
                 .attempt(&mut session, claim, events, next_offset, runner, dlq_topic)
                 .await
             {
-                Ok(mut report) => {
+                Ok((mut report, end_seq)) => {
                     if retrier.commit(&mut session).await? {
+                        claim.outbox_seq.store(end_seq, Ordering::Release);
                         report.retries = retrier.retries;
                         return Ok(report);
                     }
                 }
-                Err(e) => retrier.recover(&mut session, e).await?,
+                Err(e) if e.is_transient() => retrier.recover(&mut session, e).await?,
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    match self.why_unfenced(claim, expected).await {
+                        Ok(Fence::Lost) => {
+                            return Err(StoreError::Fenced {
+                                topic: claim.topic.clone(),
+                                partition: claim.partition,
+                                ours: claim.epoch,
+                            });
+                        }
+                        Ok(Fence::SeqMoved(seq)) => {
+                            tracing::debug!(topic = %claim.topic, partition = claim.partition, seq, "outbox sequence moved (a rebuild emitted); retrying the batch");
+                            claim.outbox_seq.store(seq, Ordering::Release);
+                        }
+                        Ok(Fence::Held) => return Err(e),
+                        Err(read) => retrier.recover(&mut session, read).await?,
+                    }
+                }
             }
         }
     }
 
-    /// The body of the batch transaction; the caller commits or retries it.
+    /// After a failed batch: did we lose the partition, did the outbox sequence move, or neither?
+    async fn why_unfenced(
+        &self,
+        claim: &PartitionClaim,
+        expected: i64,
+    ) -> Result<Fence, StoreError> {
+        let doc = self
+            .db
+            .collection::<Document>(OFFSETS)
+            .find_one(
+                doc! { "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition) },
+            )
+            .await?;
+        let Some(doc) = doc else {
+            return Ok(Fence::Lost);
+        };
+        if doc.get_i64("epoch").ok() != Some(claim.epoch) {
+            return Ok(Fence::Lost);
+        }
+        match doc.get_i64("outboxSeq") {
+            Ok(seq) if seq != expected => Ok(Fence::SeqMoved(seq)),
+            _ => Ok(Fence::Held),
+        }
+    }
+
+    /// The body of the batch transaction; the caller commits or retries it. Returns the report and
+    /// the outbox sequence the partition has once it commits.
     async fn attempt(
         &self,
         session: &mut ClientSession,
@@ -68,55 +135,21 @@ impl Store {
         next_offset: i64,
         runner: &StageRunner,
         dlq_topic: &str,
-    ) -> Result<BatchReport, StoreError> {
-        let base_seq = self.fence(session, claim, next_offset).await?;
+    ) -> Result<(BatchReport, i64), StoreError> {
+        let base_seq = claim.outbox_seq.load(Ordering::Acquire);
         let plan = self
             .plan(session, claim, events, runner, dlq_topic, base_seq)
             .await?;
-        if !plan.models.is_empty() {
-            self.client
-                .bulk_write(plan.models)
-                .ordered(true)
-                .session(&mut *session)
-                .await?;
-        }
-        if plan.outbox_count > 0 {
-            self.db
-                .collection::<Document>(OFFSETS)
-                .update_one(
-                    doc! { "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition), "epoch": claim.epoch },
-                    doc! { "$set": { "outboxSeq": base_seq + plan.outbox_count } },
-                )
-                .session(&mut *session)
-                .await?;
-        }
-        Ok(plan.report)
-    }
-
-    /// Writes the new offset if and only if we still own the partition; returns the outbox sequence base.
-    async fn fence(
-        &self,
-        session: &mut ClientSession,
-        claim: &PartitionClaim,
-        next_offset: i64,
-    ) -> Result<i64, StoreError> {
-        let before = self
-            .db
-            .collection::<Document>(OFFSETS)
-            .find_one_and_update(
-                doc! { "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition), "epoch": claim.epoch },
-                doc! { "$set": { "nextOffset": next_offset, "updatedAt": DateTime::now() } },
-            )
+        let end_seq = base_seq + plan.outbox_count;
+        let mut models = Vec::with_capacity(plan.models.len() + 1);
+        models.push(fence(claim, base_seq, end_seq, next_offset, self.db.name()));
+        models.extend(plan.models);
+        self.client
+            .bulk_write(models)
+            .ordered(true)
             .session(&mut *session)
             .await?;
-        match before {
-            Some(doc) => Ok(doc.get_i64("outboxSeq").unwrap_or(0)),
-            None => Err(StoreError::Fenced {
-                topic: claim.topic.clone(),
-                partition: claim.partition,
-                ours: claim.epoch,
-            }),
-        }
+        Ok((plan.report, end_seq))
     }
 
     /// Reads what the batch depends on (seen event ids, entity states) and folds the stages over it.
@@ -137,18 +170,19 @@ impl Store {
             })
             .collect();
         let mut seen: HashSet<String> = HashSet::new();
-        if !ids.is_empty() {
-            let mut cursor = self
-                .db
-                .collection::<Document>(EVENT_LOG)
-                .find(doc! { "_id": { "$in": &ids } })
-                .projection(doc! { "_id": 1 })
-                .session(&mut *session)
-                .await?;
-            while let Some(doc) = cursor.next(&mut *session).await.transpose()? {
-                if let Ok(id) = doc.get_str("_id") {
-                    seen.insert(id.to_string());
-                }
+        // run even with no ids: the transaction's first command carries its read concern, which
+        // SecantusDB refuses on the `bulkWrite` that would otherwise come first
+        let mut cursor = self
+            .db
+            .collection::<Document>(EVENT_LOG)
+            .find(doc! { "_id": { "$in": &ids } })
+            .projection(doc! { "_id": 1 })
+            .batch_size(ids.len().max(1) as u32) // one reply, no getMore round trips
+            .session(&mut *session)
+            .await?;
+        while let Some(doc) = cursor.next(&mut *session).await.transpose()? {
+            if let Ok(id) = doc.get_str("_id") {
+                seen.insert(id.to_string());
             }
         }
         // current state and version of every entity the batch touches, one query per kind
@@ -174,6 +208,7 @@ impl Store {
                 .db
                 .collection::<Document>(collection)
                 .find(doc! { "_id": { "$in": ids } })
+                .batch_size(ids.len().max(1) as u32)
                 .session(&mut *session)
                 .await?;
             while let Some(doc) = cursor.next(&mut *session).await.transpose()? {
@@ -194,6 +229,28 @@ impl Store {
         );
         Ok(to_models(folded, claim, runner, base_seq, self.db.name()))
     }
+}
+
+/// The offsets write every batch makes first: new offset and outbox sequence, only while the
+/// partition's epoch and sequence are the ones this batch was planned on (see the module docs).
+fn fence(
+    claim: &PartitionClaim,
+    base_seq: i64,
+    end_seq: i64,
+    next_offset: i64,
+    db: &str,
+) -> WriteModel {
+    UpdateOneModel::builder()
+        .namespace(Namespace::new(db, OFFSETS))
+        .filter(doc! {
+            "_id": documents::offsets_id(&claim.group, &claim.topic, claim.partition),
+            "epoch": claim.epoch,
+            "outboxSeq": base_seq,
+        })
+        .update(doc! { "$set": { "nextOffset": next_offset, "outboxSeq": end_seq, "updatedAt": DateTime::now() } })
+        .upsert(true)
+        .build()
+        .into()
 }
 
 /// Turns a folded batch into write models; outbox records get `seq` from `base_seq + 1` on.

@@ -4,7 +4,8 @@
 //! A batch's event-log inserts, entity upserts, outbox records, dead letters and the partition's
 //! next offset are written in ONE multi-document transaction. The offsets document also holds the
 //! partition's owner epoch: a processor bumps it when it is assigned the partition, and every batch
-//! transaction writes the offsets document filtered on its own epoch. A processor that lost the
+//! transaction writes the offsets document filtered on its own epoch (and on the outbox sequence it
+//! planned with; see `batch`). A processor that lost the
 //! partition (a zombie) matches nothing and aborts; one racing with the bump gets a write conflict,
 //! retries, and then finds the new epoch. Processing resumes from the stored offset, so a record is
 //! in Mongo iff its offset was committed with it, and an event id already in the event log is
@@ -52,6 +53,9 @@ impl StoreError {
     }
 }
 
+/// The outbox's unique index on (shard, seq descending).
+pub const OUTBOX_SEQ_INDEX: &str = "shard_seq_desc";
+
 /// A connected store for one topology's database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -96,20 +100,30 @@ impl Store {
                 }
             }
         }
+        // Unique (shard, seq), seq DESCENDING. Each insert's uniqueness probe lands next to the
+        // shard's newest key; ascending, the next key in order is the neighbouring shard's oldest,
+        // where the relay's deletes leave tombstones the probe walked one by one until the storage
+        // engine purged them (profiled on SecantusDB: batch transactions slowed 3-5× with the
+        // relay running). Descending, the newest key is followed by the shard's own live records.
         let outbox = self.db.collection::<Document>(OUTBOX);
         outbox
             .create_index(
                 IndexModel::builder()
-                    .keys(doc! { "shard": 1, "seq": 1 })
+                    .keys(doc! { "shard": 1, "seq": -1 })
                     .options(
                         IndexOptions::builder()
                             .unique(true)
-                            .name("shard_seq".to_string())
+                            .name(OUTBOX_SEQ_INDEX.to_string())
                             .build(),
                     )
                     .build(),
             )
             .await?;
+        // the ascending index of earlier versions: same guarantee, the slow probe
+        match outbox.drop_index("shard_seq").await {
+            Ok(()) => tracing::info!("outbox: replaced index shard_seq by {OUTBOX_SEQ_INDEX}"),
+            Err(e) => tracing::debug!("outbox: no old index shard_seq to drop: {e}"),
+        }
         self.db
             .collection::<Document>(EVENT_LOG)
             .create_index(
@@ -155,6 +169,9 @@ impl Store {
             partition,
             epoch: doc.get_i64("epoch").unwrap_or(1),
             next_offset: doc.get_i64("nextOffset").ok(),
+            outbox_seq: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+                doc.get_i64("outboxSeq").unwrap_or(0),
+            )),
         })
     }
 }
