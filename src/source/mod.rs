@@ -232,6 +232,9 @@ impl SourceContext {
     }
 }
 
+/// Records fetched ahead per partition at most, in KiB.
+const PREFETCH_KIB: &str = "8192";
+
 /// The processor side of `outflow run`: consumes every source topic until `stop` turns true.
 pub async fn run(
     topology: Arc<Topology>,
@@ -247,7 +250,11 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MiB per partition by default: a few batches ahead is
+        // enough to keep every partition busy, and keeps memory flat (see README, Tuning)
+        .set("queued.max.messages.kbytes", PREFETCH_KIB)
+        .set("queued.min.messages", "10000");
     let context = SourceContext {
         shared,
         topology: Arc::clone(&topology),
