@@ -90,7 +90,9 @@ pub async fn mongo(uri: &str, batch: usize, events: usize) -> anyhow::Result<f64
             );
         }
         session.start_transaction().await?;
-        // the offsets write outflow makes first in every batch transaction
+        // the offsets write, as a command of its own: the driver sends the transaction's read
+        // concern with its first command, and SecantusDB refuses it on `bulkWrite`, so a batch
+        // transaction takes at least three round trips (outflow's first one is a read it needs)
         db.collection::<Document>("offsets")
             .update_one(
                 doc! { "_id": "bench/0" },

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use outflow::config::Topology;
@@ -16,6 +17,17 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 
+/// The tuning knobs a run sets in the generated topology.
+#[derive(Debug, Clone, Copy)]
+pub struct Knobs {
+    /// `sources.batch.max_records`.
+    pub batch: usize,
+    /// `sources.batch.linger_ms`.
+    pub linger_ms: u64,
+    /// `relay.batch_records`.
+    pub relay_batch: usize,
+}
+
 /// A generated benchmark topology and the `outflow run` process on it.
 pub struct Bench {
     pub topology: Arc<Topology>,
@@ -25,7 +37,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub async fn new(batch: usize, linger_ms: u64) -> anyhow::Result<Self> {
+    pub async fn new(knobs: &Knobs) -> anyhow::Result<Self> {
         let root = env!("CARGO_MANIFEST_DIR");
         let prefix = format!("b{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -34,8 +46,9 @@ impl Bench {
         let text = std::fs::read_to_string(format!("{root}/benches/topology.toml"))?
             .replace("@PREFIX@", &prefix)
             .replace("@ROOT@", root)
-            .replace("@BATCH@", &batch.to_string())
-            .replace("@LINGER@", &linger_ms.to_string())
+            .replace("@BATCH@", &knobs.batch.to_string())
+            .replace("@LINGER@", &knobs.linger_ms.to_string())
+            .replace("@RELAY_BATCH@", &knobs.relay_batch.to_string())
             .replace("@HTTP_PORT@", &port.to_string());
         let dir = PathBuf::from(format!("target/bench/{prefix}"));
         std::fs::create_dir_all(&dir)?;
@@ -166,6 +179,7 @@ pub fn read_output(
     expected: usize,
     timeout: Duration,
     with_latency: bool,
+    progress: Option<&AtomicUsize>,
 ) -> anyhow::Result<Seen> {
     let consumer: BaseConsumer = outflow::health::kafka_config(&b.topology.kafka)
         .set("group.id", format!("bench-reader-{}", uuid::Uuid::now_v7()))
@@ -187,6 +201,9 @@ pub fn read_output(
             continue;
         };
         seen.total += 1;
+        if let Some(p) = progress {
+            p.store(seen.total, Ordering::Relaxed);
+        }
         if let Some(id) = m.headers().and_then(|h| {
             h.iter()
                 .find(|h| h.key == "outflow.event-id")
@@ -210,12 +227,18 @@ pub fn read_output(
     Ok(seen)
 }
 
-/// Samples a process's resident memory every second: (start, peak, last) in MiB.
+/// Samples a process's resident memory every second, with how many output records were seen then.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
-    first: Arc<AtomicU64>,
-    peak: Arc<AtomicU64>,
-    last: Arc<AtomicU64>,
+    samples: Arc<Mutex<Vec<(usize, u64)>>>,
+}
+
+/// What the sampler saw, in MiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rss {
+    pub start: f64,
+    pub peak: f64,
+    pub end: f64,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -230,46 +253,55 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 impl RssSampler {
-    pub fn start(pid: u32) -> Self {
-        let (stop, first, peak, last) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let (s, f, p, l) = (
-            Arc::clone(&stop),
-            Arc::clone(&first),
-            Arc::clone(&peak),
-            Arc::clone(&last),
-        );
+    /// Samples `pid` until `finish`; `progress` is read at each sample (output records seen).
+    pub fn start(pid: u32, progress: Arc<AtomicUsize>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s, v) = (Arc::clone(&stop), Arc::clone(&samples));
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
+                // the first sample is taken a second in, once the process is up
                 std::thread::sleep(Duration::from_secs(1));
                 let now = rss_kib(pid);
-                // the first sample is taken a second in, once the process is up
-                let _ = f.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-                p.fetch_max(now, Ordering::Relaxed);
-                l.store(now, Ordering::Relaxed);
+                if now > 0
+                    && let Ok(mut v) = v.lock()
+                {
+                    v.push((progress.load(Ordering::Relaxed), now));
+                }
             }
         });
-        Self {
-            stop,
-            first,
-            peak,
-            last,
+        Self { stop, samples }
+    }
+
+    /// Stops sampling: start, peak and last RSS.
+    pub fn finish(&self) -> Rss {
+        self.stop.store(true, Ordering::Relaxed);
+        let v = self.samples.lock().map(|v| v.clone()).unwrap_or_default();
+        Rss {
+            start: v.first().map_or(0.0, |s| mib(s.1)),
+            peak: mib(v.iter().map(|s| s.1).max().unwrap_or(0)),
+            end: v.last().map_or(0.0, |s| mib(s.1)),
         }
     }
 
-    /// (start, peak, last) in MiB.
-    pub fn finish(&self) -> (f64, f64, f64) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mib = |k: u64| k as f64 / 1024.0;
-        (
-            mib(self.first.load(Ordering::Relaxed)),
-            mib(self.peak.load(Ordering::Relaxed)),
-            mib(self.last.load(Ordering::Relaxed)),
-        )
+    /// The RSS (MiB) of the first sample taken once `records` output records were seen.
+    pub fn at(&self, records: usize) -> Option<f64> {
+        let v = self.samples.lock().ok()?;
+        v.iter().find(|s| s.0 >= records).map(|s| mib(s.1))
+    }
+
+    /// The highest RSS (MiB) sampled once `records` output records were seen.
+    pub fn peak_after(&self, records: usize) -> Option<f64> {
+        let v = self.samples.lock().ok()?;
+        v.iter()
+            .filter(|s| s.0 >= records)
+            .map(|s| s.1)
+            .max()
+            .map(mib)
     }
 }

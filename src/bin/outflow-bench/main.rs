@@ -10,6 +10,8 @@
 mod ceilings;
 mod e2e;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -24,40 +26,67 @@ struct Args {
     /// Distinct entities the events are spread over.
     #[arg(long, default_value_t = 10_000)]
     entities: usize,
-    /// Records per processor batch in the end-to-end run.
+    /// Records per processor batch in the end-to-end run (`sources.batch.max_records`).
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// How long a processor batch waits to fill (`sources.batch.linger_ms`).
+    #[arg(long, default_value_t = 20)]
+    linger_ms: u64,
+    /// Records per relay Kafka transaction at most (`relay.batch_records`).
+    #[arg(long, default_value_t = 1000)]
+    relay_batch: usize,
     /// Events for the batch-size-1 baseline (one transaction per event).
     #[arg(long, default_value_t = 3_000)]
     baseline_events: usize,
     /// Seconds of steady load for the latency measurement.
     #[arg(long, default_value_t = 20)]
     latency_seconds: u64,
+    /// Also run the memory measurement: RSS sampled every second through this many events,
+    /// compared with the RSS at `--rss-mark` events (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    rss_events: usize,
+    /// The reference point of the memory measurement.
+    #[arg(long, default_value_t = 100_000)]
+    rss_mark: usize,
+    /// Only the memory measurement (with `--rss-events`), no ceilings or throughput runs.
+    #[arg(long)]
+    rss_only: bool,
 }
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// Runs outflow on `events` pre-produced events and returns (events/s, exactly-once ok, rss).
-async fn end_to_end(
-    args: &Args,
-    batch: usize,
-    events: usize,
-) -> anyhow::Result<(f64, bool, (f64, f64, f64))> {
-    let bench = e2e::Bench::new(batch, 20).await?;
+/// One end-to-end run: its rate, whether exactly once held, and the RSS sampler.
+struct Run {
+    rate: f64,
+    exactly_once: bool,
+    rss: e2e::RssSampler,
+}
+
+/// Runs outflow on `events` pre-produced events: throughput from the process start to the last
+/// output record visible read_committed, then the exactly-once check.
+async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Result<Run> {
+    let bench = e2e::Bench::new(&knobs).await?;
     bench.produce(0, events, args.entities, None).await?;
     let started = Instant::now();
     let mut child = bench.start()?;
-    let rss = e2e::RssSampler::start(child.id());
+    let progress = Arc::new(AtomicUsize::new(0));
+    let rss = e2e::RssSampler::start(child.id(), Arc::clone(&progress));
     let seen = tokio::task::block_in_place(|| {
-        e2e::read_output(&bench, events, Duration::from_secs(1800), false)
+        e2e::read_output(
+            &bench,
+            events,
+            Duration::from_secs(3600),
+            false,
+            Some(&progress),
+        )
     })?;
     let elapsed = started.elapsed().as_secs_f64();
-    let rss = rss.finish();
+    rss.finish();
     // any extra record would show up within a few seconds more
     let settle = tokio::task::block_in_place(|| {
-        e2e::read_output(&bench, events + 1, Duration::from_secs(5), false)
+        e2e::read_output(&bench, events + 1, Duration::from_secs(5), false, None)
     })?;
     let _ = child.kill();
     let _ = child.wait();
@@ -69,20 +98,28 @@ async fn end_to_end(
         );
     }
     ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
-    Ok((events as f64 / elapsed, exactly_once, rss))
+    Ok(Run {
+        rate: events as f64 / elapsed,
+        exactly_once,
+        rss,
+    })
 }
 
 /// Steady load at `rate` events/s: source append → output visible, p50/p95/p99 in ms, and the
 /// median batch transaction time. The reader runs while the producer does, so each latency is
 /// measured when the record becomes visible.
-async fn latency(args: &Args, rate: f64) -> anyhow::Result<(i64, i64, i64, f64)> {
-    let bench = std::sync::Arc::new(e2e::Bench::new(args.batch, 20).await?);
+async fn latency(
+    args: &Args,
+    knobs: e2e::Knobs,
+    rate: f64,
+) -> anyhow::Result<(i64, i64, i64, f64)> {
+    let bench = Arc::new(e2e::Bench::new(&knobs).await?);
     let mut child = bench.start()?;
     tokio::time::sleep(Duration::from_secs(5)).await; // joined, partitions assigned
     let events = (rate * args.latency_seconds as f64) as usize;
-    let reading = std::sync::Arc::clone(&bench);
+    let reading = Arc::clone(&bench);
     let reader = tokio::task::spawn_blocking(move || {
-        e2e::read_output(&reading, events, Duration::from_secs(300), true)
+        e2e::read_output(&reading, events, Duration::from_secs(300), true, None)
     });
     bench.produce(0, events, args.entities, Some(rate)).await?;
     let seen = reader.await??;
@@ -100,102 +137,185 @@ async fn latency(args: &Args, rate: f64) -> anyhow::Result<(i64, i64, i64, f64)>
     Ok((pct(0.50), pct(0.95), pct(0.99), median_txn))
 }
 
+/// RSS through `--rss-events` events against the RSS once `--rss-mark` were through.
+async fn memory(args: &Args, knobs: e2e::Knobs) -> anyhow::Result<(bool, [f64; 4])> {
+    eprintln!(
+        "memory: RSS through {} events (reference at {}) ...",
+        args.rss_events, args.rss_mark
+    );
+    let run = end_to_end(args, knobs, args.rss_events).await?;
+    let all = run.rss.finish();
+    let mark = run.rss.at(args.rss_mark).unwrap_or(0.0);
+    let after = run.rss.peak_after(args.rss_mark).unwrap_or(0.0);
+    Ok((run.exactly_once, [mark, after, all.end, run.rate]))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+/// Prints the table: measure, value, note (with the target), and MET/MISSED where there is one.
+fn print_table(rows: &[(String, String, String, Option<bool>)]) {
+    println!("{:<30} {:>22}  {:<7} note", "measure", "value", "target");
+    for (name, value, note, met) in rows {
+        let v = met.map_or("", verdict);
+        println!("{name:<30} {value:>22}  {v:<7} {note}");
+    }
+}
+
+fn memory_row(args: &Args, ok: bool, m: [f64; 4]) -> (String, String, String, Option<bool>) {
+    let [mark, after, end, rate] = m;
+    (
+        format!(
+            "RSS at {}k / {}k events",
+            args.rss_mark / 1000,
+            args.rss_events / 1000
+        ),
+        format!("{mark:.0}/{end:.0} MiB"),
+        format!(
+            "end ≤ 1.2 × RSS at {}k ({:.0} MiB); peak after it {after:.0} MiB; {rate:.0} events/s; exactly once: {ok}",
+            args.rss_mark / 1000,
+            1.2 * mark
+        ),
+        Some(ok && mark > 0.0 && end <= 1.2 * mark),
+    )
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let knobs = e2e::Knobs {
+        batch: args.batch,
+        linger_ms: args.linger_ms,
+        relay_batch: args.relay_batch,
+    };
+    if args.rss_only {
+        anyhow::ensure!(args.rss_events > 0, "--rss-only needs --rss-events N");
+        let (ok, m) = memory(&args, knobs).await?;
+        print_table(&[memory_row(&args, ok, m)]);
+        anyhow::ensure!(
+            ok,
+            "the exactly-once check failed: the figures above are not valid"
+        );
+        return Ok(());
+    }
     let mongo_uri = env(
         "OUTFLOW_MONGO_URI",
         "mongodb://127.0.0.1:28017/?replicaSet=secantus",
     );
     let brokers = env("OUTFLOW_KAFKA_BROKERS", "127.0.0.1:29092");
     eprintln!("raw Mongo ceiling ...");
-    let mongo_100 = ceilings::mongo(&mongo_uri, 100, 20_000).await?;
-    let mongo_500 = ceilings::mongo(&mongo_uri, 500, 20_000).await?;
+    let mut mongo = Vec::new();
+    for b in [100, 500, args.batch] {
+        if !mongo.iter().any(|(size, _)| *size == b) {
+            mongo.push((b, ceilings::mongo(&mongo_uri, b, 20_000.max(b * 20)).await?));
+        }
+    }
+    let mongo_at_batch = mongo
+        .iter()
+        .find(|(b, _)| *b == args.batch)
+        .map_or(0.0, |m| m.1);
     eprintln!("raw Kafka ceiling ...");
     let kafka = ceilings::kafka(&brokers, 100_000, 1_100).await?;
-    eprintln!(
-        "outflow end to end, {} events, batch {} ...",
-        args.events, args.batch
-    );
-    let (outflow, exactly_once, rss) = end_to_end(&args, args.batch, args.events).await?;
+    eprintln!("outflow end to end, {} events, {knobs:?} ...", args.events);
+    let run = end_to_end(&args, knobs, args.events).await?;
+    let (outflow, exactly_once, rss) = (run.rate, run.exactly_once, run.rss.finish());
     eprintln!(
         "per-event baseline (batch size 1), {} events ...",
         args.baseline_events
     );
-    let (baseline, baseline_ok, _) = end_to_end(&args, 1, args.baseline_events).await?;
+    let single = e2e::Knobs { batch: 1, ..knobs };
+    let base = end_to_end(&args, single, args.baseline_events).await?;
+    let (baseline, baseline_ok) = (base.rate, base.exactly_once);
     let rate = (outflow / 2.0).max(100.0);
     eprintln!(
         "latency at {rate:.0} events/s for {} s ...",
         args.latency_seconds
     );
-    let (p50, p95, p99, median_txn) = latency(&args, rate).await?;
+    let (p50, p95, p99, median_txn) = latency(&args, knobs, rate).await?;
+    let memory = if args.rss_events > 0 {
+        Some(memory(&args, knobs).await?)
+    } else {
+        None
+    };
 
-    let ceiling = mongo_500.min(kafka);
-    let rows = [
-        (
-            "raw Mongo ceiling, batch 100",
-            format!("{mongo_100:.0} events/s"),
-            String::new(),
+    let ceiling = mongo_at_batch.min(kafka);
+    let p99_target = 2.0 * median_txn * 1000.0 + 50.0;
+    let mut rows: Vec<(String, String, String, Option<bool>)> = mongo
+        .iter()
+        .map(|(b, r)| {
+            (
+                format!("raw Mongo ceiling, batch {b}"),
+                format!("{r:.0} events/s"),
+                String::new(),
+                None,
+            )
+        })
+        .collect();
+    rows.push((
+        "raw Kafka ceiling, 1000/txn".into(),
+        format!("{kafka:.0} records/s"),
+        String::new(),
+        None,
+    ));
+    rows.push((
+        "outflow end to end".into(),
+        format!("{outflow:.0} events/s"),
+        format!(
+            "{:.2} × min(Mongo at batch {}, Kafka) (target ≥ 0.8); exactly once: {exactly_once}",
+            outflow / ceiling,
+            args.batch
         ),
-        (
-            "raw Mongo ceiling, batch 500",
-            format!("{mongo_500:.0} events/s"),
-            String::new(),
+        Some(exactly_once && outflow >= 0.8 * ceiling),
+    ));
+    rows.push((
+        "outflow, batch size 1".into(),
+        format!("{baseline:.0} events/s"),
+        format!(
+            "batching gain {:.1}× (target ≥ 10); exactly once: {baseline_ok}",
+            outflow / baseline
         ),
-        (
-            "raw Kafka ceiling, 1000/txn",
-            format!("{kafka:.0} records/s"),
-            String::new(),
+        Some(baseline_ok && outflow >= 10.0 * baseline),
+    ));
+    rows.push((
+        "latency p50/p95/p99".into(),
+        format!("{p50}/{p95}/{p99} ms"),
+        format!(
+            "at {rate:.0} events/s; median batch txn {:.1} ms; target p99 ≤ {p99_target:.0} ms",
+            median_txn * 1000.0
         ),
-        (
-            "outflow end to end",
-            format!("{outflow:.0} events/s"),
-            format!(
-                "{:.2} × min(ceilings) (target ≥ 0.8); exactly once: {exactly_once}",
-                outflow / ceiling
-            ),
-        ),
-        (
-            "outflow, batch size 1",
-            format!("{baseline:.0} events/s"),
-            format!(
-                "batching gain {:.1}× (target ≥ 10); exactly once: {baseline_ok}",
-                outflow / baseline
-            ),
-        ),
-        (
-            "latency p50/p95/p99",
-            format!("{p50}/{p95}/{p99} ms"),
-            format!(
-                "at {rate:.0} events/s; median batch txn {:.1} ms; target p99 ≤ {:.0} ms",
-                median_txn * 1000.0,
-                2.0 * median_txn * 1000.0 + 50.0
-            ),
-        ),
-        (
-            "RSS start/peak/end",
-            format!("{:.0}/{:.0}/{:.0} MiB", rss.0, rss.1, rss.2),
-            format!("through {} events", args.events),
-        ),
-    ];
-    println!("{:<32} {:>22}  note", "measure", "value");
-    for (name, value, note) in &rows {
-        println!("{name:<32} {value:>22}  {note}");
+        Some(p99 >= 0 && (p99 as f64) <= p99_target),
+    ));
+    rows.push((
+        "RSS start/peak/end".into(),
+        format!("{:.0}/{:.0}/{:.0} MiB", rss.start, rss.peak, rss.end),
+        format!("through {} events", args.events),
+        None,
+    ));
+    if let Some((ok, m)) = memory {
+        rows.push(memory_row(&args, ok, m));
     }
+    print_table(&rows);
     let report = json!({
-        "events": args.events, "batch": args.batch, "entities": args.entities,
-        "mongo_ceiling_100": mongo_100, "mongo_ceiling_500": mongo_500, "kafka_ceiling": kafka,
+        "events": args.events, "batch": args.batch, "linger_ms": args.linger_ms,
+        "relay_batch": args.relay_batch, "entities": args.entities,
+        "mongo_ceiling": mongo.iter().map(|(b, r)| json!({"batch": b, "events_per_s": r})).collect::<Vec<_>>(),
+        "kafka_ceiling": kafka,
         "outflow_events_per_s": outflow, "exactly_once": exactly_once, "ratio_to_ceiling": outflow / ceiling,
         "baseline_events_per_s": baseline, "batching_gain": outflow / baseline,
-        "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "rate": rate, "median_txn_ms": median_txn * 1000.0 },
-        "rss_mib": { "start": rss.0, "peak": rss.1, "end": rss.2 },
+        "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "rate": rate, "median_txn_ms": median_txn * 1000.0, "p99_target_ms": p99_target },
+        "rss_mib": { "start": rss.start, "peak": rss.peak, "end": rss.end },
+        "memory": memory.map(|(ok, [mark, after, end, rate])| json!({
+            "events": args.rss_events, "mark": args.rss_mark, "rss_at_mark_mib": mark,
+            "peak_after_mark_mib": after, "end_mib": end, "events_per_s": rate, "exactly_once": ok })),
+        "targets_met": rows.iter().filter_map(|r| r.3).all(|m| m),
     });
     std::fs::create_dir_all("target/bench")?;
     std::fs::write(
         "target/bench/results.json",
         serde_json::to_string_pretty(&report)?,
     )?;
-    if !exactly_once || !baseline_ok {
+    if !exactly_once || !baseline_ok || memory.is_some_and(|m| !m.0) {
         anyhow::bail!("the exactly-once check failed: the figures above are not valid");
     }
     Ok(())
