@@ -259,7 +259,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
-    let (mut sent, mut skipped, mut would) = (0usize, 0usize, 0usize);
+    let (mut sent, mut skipped, mut would, mut unsendable) = (0usize, 0usize, 0usize, 0usize);
     for (i, d) in letters.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             bar.abandon();
@@ -286,6 +286,13 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
                 }
             }
             Outcome::AlreadyReplayed => skipped += 1,
+            Outcome::ValueOmitted { why } => {
+                unsendable += 1;
+                eprintln!(
+                    "not replayed {}: its value was not kept ({why}); produce the fixed record again",
+                    d.coordinates()
+                );
+            }
             Outcome::WouldSend { to } => {
                 would += 1;
                 println!(
@@ -300,9 +307,15 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     }
     bar.finish_and_clear();
     if args.dry_run {
-        println!("dry run: would send {would}, already replayed {skipped}");
+        println!(
+            "dry run: would send {would}, already replayed {skipped}, without a value {unsendable}"
+        );
     } else {
-        println!("sent {sent}, already replayed {skipped}");
+        println!("sent {sent}, already replayed {skipped}, without a value {unsendable}");
+    }
+    // not everything asked for can go back: say so to the script that ran the replay
+    if unsendable > 0 {
+        return Ok(super::exit::FAILURE);
     }
     Ok(super::exit::OK)
 }

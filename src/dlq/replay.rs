@@ -32,9 +32,18 @@ pub enum ReplayError {
 /// What happens to one dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Sent { to: String },
+    Sent {
+        to: String,
+    },
     AlreadyReplayed,
-    WouldSend { to: String },
+    WouldSend {
+        to: String,
+    },
+    /// The dead letter kept no value (it was too large for Kafka): there is nothing to send back;
+    /// `why` is its `outflow.value.omitted` header, which says where the original is.
+    ValueOmitted {
+        why: String,
+    },
 }
 
 /// Sends dead letters back, one at a time, recording each.
@@ -77,6 +86,13 @@ impl Replayer {
             .is_some()
         {
             return Ok(Outcome::AlreadyReplayed);
+        }
+        let omitted = d.header(header::VALUE_OMITTED);
+        if !omitted.is_empty() {
+            // sending its missing value back would only make a tombstone and a new dead letter
+            return Ok(Outcome::ValueOmitted {
+                why: omitted.to_string(),
+            });
         }
         let to = match (&self.to, d.header(header::SOURCE_TOPIC)) {
             (Some(t), _) => t.clone(),
