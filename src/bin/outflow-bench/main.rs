@@ -87,9 +87,8 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     // any extra record would show up within a few seconds more; the re-read starts from the
     // beginning, so it gets time for the whole topic too (1M records take well over 5 s)
     let reread = Duration::from_secs(5 + (events / 20_000) as u64);
-    let settle = tokio::task::block_in_place(|| {
-        e2e::read_output(&bench, events + 1, reread, false, None)
-    })?;
+    let settle =
+        tokio::task::block_in_place(|| e2e::read_output(&bench, events + 1, reread, false, None))?;
     let _ = child.kill();
     let _ = child.wait();
     let exactly_once = seen.total == events && seen.distinct == events && settle.total == events;
