@@ -31,10 +31,10 @@
 #   KAFKA_HOST          listen host (default 127.0.0.1)
 #   KAFKA_PORT          client listener port (default 29092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default 29093)
-#   KAFKA_SASL_PORT     SASL_PLAINTEXT listener port (default 29094)
+#   KAFKA_SASL_PORT     SASL_PLAINTEXT listener port (default KAFKA_PORT + 2: 29094)
 #   KAFKA_SASL_USER     the SASL user (default outflow)
 #   KAFKA_SASL_PASSWORD its password (default outflow-local-secret; no `"` or `\`, for the JAAS line)
-#   KAFKA_TLS_PORT      SSL listener port (default 29095)
+#   KAFKA_TLS_PORT      SSL listener port (default KAFKA_PORT + 3: 29095)
 #   KAFKA_HEAP          JVM heap, used for -Xmx and -Xms (default 512m; 256m works, 128m OOMs at startup)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 90)
 #   KAFKA_WARMUP        1 (default) = before reporting ready, also run one transactional
@@ -52,8 +52,10 @@ KAFKA_LOCAL_DIR="$(realpath -m "${OUTFLOW_LOCAL_RUN:-$SCRIPT_DIR/../.run}")/kafk
 KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-29092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
-KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-29094}"
-KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-29095}"
+# the secured listeners follow KAFKA_PORT (29094/29095 by default), so a second stack on other
+# ports never collides with the first
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"
+KAFKA_TLS_PORT="${KAFKA_TLS_PORT:-$((KAFKA_PORT + 3))}"
 KAFKA_SASL_USER="${KAFKA_SASL_USER:-outflow}"
 export KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-outflow-local-secret}"  # read by the probe
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
