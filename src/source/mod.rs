@@ -18,7 +18,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use partition::Shared;
@@ -39,6 +39,17 @@ pub enum SourceError {
         partition: i32,
         offset: i64,
     },
+    /// A partition cannot go on (a permanent store error, a queue that cannot be split): the
+    /// processor stops rather than keep the partition assigned and idle, so it moves to another
+    /// processor (or is processed again from its stored offset after a restart).
+    #[error(
+        "partition {topic}[{partition}] stopped: {reason}; the processor stops so it is processed again"
+    )]
+    PartitionFailed {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
 }
 
 struct Worker {
@@ -53,6 +64,8 @@ pub struct SourceContext {
     consumer: OnceLock<Weak<StreamConsumer<SourceContext>>>,
     workers: Mutex<HashMap<(String, i32), Worker>>,
     stopping: watch::Receiver<bool>,
+    /// Partition tasks that cannot go on report here; the consume loop then stops the processor.
+    failures: mpsc::UnboundedSender<SourceError>,
 }
 
 impl ClientContext for SourceContext {
@@ -186,11 +199,11 @@ impl SourceContext {
                 continue;
             };
             let Some(queue) = consumer.split_partition_queue(&claim.topic, claim.partition) else {
-                tracing::error!(
-                    "cannot split the queue of {}[{}]",
-                    claim.topic,
-                    claim.partition
-                );
+                let _ = self.failures.send(SourceError::PartitionFailed {
+                    topic: claim.topic.clone(),
+                    partition: claim.partition,
+                    reason: "its queue cannot be split from the consumer".to_string(),
+                });
                 continue;
             };
             let (stop, stop_rx) = watch::channel(false);
@@ -202,6 +215,7 @@ impl SourceContext {
                 queue,
                 Arc::downgrade(&consumer),
                 stop_rx,
+                self.failures.clone(),
             ));
             workers.insert(key, Worker { stop, handle });
         }
@@ -255,12 +269,14 @@ pub async fn run(
         // enough to keep every partition busy, and keeps memory flat (see README, Tuning)
         .set("queued.max.messages.kbytes", PREFETCH_KIB)
         .set("queued.min.messages", "10000");
+    let (failures, mut failed) = mpsc::unbounded_channel();
     let context = SourceContext {
         shared,
         topology: Arc::clone(&topology),
         consumer: OnceLock::new(),
         workers: Mutex::new(HashMap::new()),
         stopping: stop.clone(),
+        failures,
     };
     let consumer: Arc<StreamConsumer<SourceContext>> =
         Arc::new(config.create_with_context(context)?);
@@ -276,6 +292,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            Some(failure) = failed.recv() => {
+                tracing::error!("{failure}");
+                consumer.context().stop_workers(&[]);
+                return Err(failure);
+            }
             message = consumer.recv() => match message {
                 // Every assigned partition has its own queue, split inside the rebalance callback
                 // before this loop can see a record; a record here means that went wrong.

@@ -9,10 +9,10 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::SourceContext;
 use super::decode::{RawRecord, decode};
+use super::{SourceContext, SourceError};
 use crate::config::Source;
 use crate::metrics;
 use crate::store::{BatchEvent, PartitionClaim, StoreError};
@@ -54,6 +54,7 @@ pub async fn run(
     queue: StreamPartitionQueue<SourceContext>,
     consumer: Weak<StreamConsumer<SourceContext>>,
     mut stop: watch::Receiver<bool>,
+    failures: mpsc::UnboundedSender<SourceError>,
 ) {
     let limits = source.batch;
     tracing::info!(topic = %claim.topic, partition = claim.partition, epoch = claim.epoch, next_offset = ?claim.next_offset, "partition assigned");
@@ -87,7 +88,11 @@ pub async fn run(
             }
             Err(StoreError::Shutdown) => break,
             Err(e) => {
-                tracing::error!(topic = %claim.topic, partition = claim.partition, "batch failed permanently, stopping the partition: {e}");
+                let _ = failures.send(SourceError::PartitionFailed {
+                    topic: claim.topic.clone(),
+                    partition: claim.partition,
+                    reason: format!("a batch failed permanently: {e}"),
+                });
                 break;
             }
         }
