@@ -221,6 +221,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     say("fleet up; producing".into());
 
     let progress = Progress::new(shape);
+    let _wind_down = WindDown {
+        progress: Arc::clone(&progress),
+        supervising: Arc::clone(&supervising),
+    };
     let reader = {
         let (topology, prefix, progress) =
             (Arc::clone(&topology), prefix.clone(), Arc::clone(&progress));
@@ -353,6 +357,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let _ = store.database().drop().await;
     }
     Ok(passed)
+}
+
+/// Stops the live reader (a blocking thread the runtime would wait for at exit) and the supervisor
+/// on every way out of `run`, an error or a signal included, so the fleet is dropped (its processes
+/// killed) and the harness exits.
+struct WindDown {
+    progress: Arc<Progress>,
+    supervising: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for WindDown {
+    fn drop(&mut self) {
+        self.progress.stop_reading.store(true, Ordering::SeqCst);
+        self.supervising.store(false, Ordering::SeqCst);
+    }
 }
 
 fn lock(fleet: &Mutex<Fleet>) -> anyhow::Result<std::sync::MutexGuard<'_, Fleet>> {
