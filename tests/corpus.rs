@@ -256,13 +256,7 @@ async fn hostile_ingress_requests_get_a_4xx_that_says_why_and_the_server_keeps_s
     t.prepare().await;
     let mut outflow = t.run(&[]);
     let base = t.http_base();
-    let up = eventually(Duration::from_secs(60), async || {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up, "{base}/readyz never answered 200");
+    common::wait_ready(&base).await;
     const JSON: Option<&str> = Some("application/json");
     let quote = json!({"quoteId": "ing-q", "customerId": "c1", "product": "HOME",
                        "coverageAmount": 10.0, "requestedAt": 1});

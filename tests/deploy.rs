@@ -64,13 +64,7 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     t.prepare().await;
     let _outflow = t.run(&[]);
     let base = t.http_base();
-    let ready = eventually(Duration::from_secs(60), async || {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready);
+    common::wait_ready(&base).await;
     // demo traffic: an ingress request, events, and a poison record
     let client = reqwest::Client::new();
     let quote = json!({"quoteId": "m1", "customerId": "c", "product": "AUTO", "coverageAmount": 1.0, "requestedAt": 1});

@@ -154,13 +154,7 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
     t.prepare().await;
     let _outflow = t.run(&[]);
     let base = t.http_base();
-    let up = eventually(Duration::from_secs(60), async || {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up, "not ready");
+    common::wait_ready(&base).await;
     let kafka = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/local/kafka/kafka-local.sh"

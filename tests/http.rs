@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestTopology, eventually, read_committed};
+use common::{TestTopology, eventually, read_committed, wait_ready};
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 
@@ -13,18 +13,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn wait_ready(base: &str) {
-    let up = eventually(Duration::from_secs(60), async || {
-        client()
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up, "{base}/readyz never answered 200");
 }
 
 async fn post(
