@@ -20,6 +20,23 @@ pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// The client context of readers that set `enable.partition.eof`: librdkafka may also report a
+/// partition's end as a global error event, which the default context logs as an ERROR; here it
+/// is the news it is (debug), and every other error is still logged.
+pub struct PartitionEofIsNews;
+
+impl rdkafka::ClientContext for PartitionEofIsNews {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::debug!("librdkafka: {error}: {reason}");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for PartitionEofIsNews {}
+
 /// Topic name → partition count, as the brokers report it.
 pub async fn kafka_topics(
     kafka: &KafkaSettings,

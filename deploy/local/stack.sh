@@ -7,6 +7,7 @@
 #                                        # request, prints the OUTFLOW_* exports on stdout
 #   deploy/local/stack.sh status         # prints the exports if all three answer, exit 1 otherwise
 #   deploy/local/stack.sh down           # stops all three (data is kept)
+#   deploy/local/stack.sh logs [N]       # the last N (20) lines of each server's log
 #   deploy/local/stack.sh wipe           # stops all three and removes their data
 #   deploy/local/stack.sh deps           # only installs the Debian packages the build needs
 #
@@ -86,6 +87,17 @@ down() {
   for s in "${SERVICES[@]}"; do "$(script_of "$s")" stop || true; done
 }
 
+# The last lines of each server's log (for a failed CI run: what the servers said last).
+logs() {
+  local lines="${1:-20}" f
+  for f in "$OUTFLOW_LOCAL_RUN"/kafka/broker.log "$OUTFLOW_LOCAL_RUN"/registry/registry.log \
+      "$OUTFLOW_LOCAL_RUN"/mongo/server.log; do
+    [ -f "$f" ] || continue
+    echo "--- last $lines lines of $f"
+    tail -n "$lines" "$f" | cut -c1-300
+  done
+}
+
 wipe() {
   local s
   for s in "${SERVICES[@]}"; do "$(script_of "$s")" wipe 2>/dev/null || "$(script_of "$s")" stop || true; done
@@ -97,5 +109,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   wipe) wipe ;;
-  *) echo "usage: $0 up|down|status|wipe|deps" >&2; exit 2 ;;
+  logs) logs "${2:-20}" ;;
+  *) echo "usage: $0 up|down|status|logs [lines]|wipe|deps" >&2; exit 2 ;;
 esac

@@ -27,11 +27,14 @@ pub mod exit {
 }
 
 /// Logs go to stderr: `RUST_LOG` filters, `OUTFLOW_LOG_FORMAT=json` switches to JSON lines.
+/// Colours only on a terminal: a log file or a collector gets plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("OUTFLOW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::health::PartitionEofIsNews;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -72,7 +74,7 @@ pub fn read(
     filter: &Filter,
     timeout: Duration,
 ) -> Result<Vec<StoredDeadLetter>, KafkaError> {
-    let consumer: BaseConsumer = crate::health::kafka_config(kafka)
+    let consumer: BaseConsumer<PartitionEofIsNews> = crate::health::kafka_config(kafka)
         .set(
             "group.id",
             format!("outflow-dlq-reader-{}", uuid::Uuid::now_v7()),
@@ -80,7 +82,7 @@ pub fn read(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(PartitionEofIsNews)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let partitions: Vec<i32> = metadata
         .topics()

@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::health::PartitionEofIsNews;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -41,7 +43,8 @@ pub fn read(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<PartitionEofIsNews> =
+        config.create_with_context(PartitionEofIsNews)?;
     let deadline = Instant::now() + timeout;
     let timed_out = || KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut);
     let mut seq = 0;
@@ -97,7 +100,11 @@ pub fn read(
 }
 
 /// The consumer's next offset in `partition` (the list is dropped before the consumer can be).
-fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+fn position(
+    consumer: &BaseConsumer<PartitionEofIsNews>,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, KafkaError> {
     let positions = consumer.position()?;
     let offset = positions
         .find_partition(topic, partition)

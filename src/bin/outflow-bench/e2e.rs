@@ -38,14 +38,22 @@ pub struct Bench {
 
 impl Bench {
     pub async fn new(knobs: &Knobs) -> anyhow::Result<Self> {
-        let root = env!("CARGO_MANIFEST_DIR");
+        // the checkout it runs in, not the build's source tree (a shared target directory may
+        // have built it in another checkout)
+        let root = std::env::current_dir()?;
+        anyhow::ensure!(
+            root.join("benches/topology.toml").is_file(),
+            "run outflow-bench from the root of an outflow checkout (no benches/topology.toml in {})",
+            root.display()
+        );
+        let root = root.display().to_string();
         let prefix = format!("b{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let text = std::fs::read_to_string(format!("{root}/benches/topology.toml"))?
             .replace("@PREFIX@", &prefix)
-            .replace("@ROOT@", root)
+            .replace("@ROOT@", &root)
             .replace("@BATCH@", &knobs.batch.to_string())
             .replace("@LINGER@", &knobs.linger_ms.to_string())
             .replace("@RELAY_BATCH@", &knobs.relay_batch.to_string())

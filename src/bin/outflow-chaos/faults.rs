@@ -66,14 +66,13 @@ pub struct Injected {
     pub held: Option<usize>,
 }
 
-fn script(server: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("deploy/local/{server}/{server}-local.sh"))
+fn script(server: &str) -> anyhow::Result<PathBuf> {
+    Ok(crate::checkout()?.join(format!("deploy/local/{server}/{server}-local.sh")))
 }
 
 /// Runs `deploy/local/<server>/<server>-local.sh <command>`; its stdout is the answer.
 async fn server(server_name: &str, command: &str) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(script(server_name))
+    let out = tokio::process::Command::new(script(server_name)?)
         .arg(command)
         // the broker's first-start warm-up (coordinator loading) is not needed on a restart,
         // and under load it can outlast the readiness wait

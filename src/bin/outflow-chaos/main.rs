@@ -10,6 +10,7 @@
 //! the processes it started, by PID, on every way out.
 
 mod checker;
+mod diagnosis;
 mod faults;
 mod fleet;
 mod table;
@@ -75,6 +76,15 @@ struct Args {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // the run's name and its folder for logs, known here so a failed run can be diagnosed
+    let prefix = format!("c{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let dir = match checkout() {
+        Ok(root) => root.join(format!("target/chaos/{prefix}")),
+        Err(e) => {
+            eprintln!("outflow-chaos: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     let interrupted = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -85,26 +95,48 @@ async fn main() -> ExitCode {
     };
     // on a signal the run is dropped: the fleet's Drop kills every process it started
     let outcome = tokio::select! {
-        outcome = run(args) => outcome,
+        outcome = run(args, &prefix, &dir) => outcome,
         _ = interrupted => Err(anyhow::anyhow!("interrupted: the fleet is killed, the servers put back")),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(false) => {
+            diagnosis::print(&dir);
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("outflow-chaos: {e:#}");
             faults::restore_servers().await;
+            diagnosis::print(&dir);
+            eprintln!("outflow-chaos: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-/// Writes the run's topology from the template; returns its path.
+/// The checkout the harness runs in (its working directory): it drives `deploy/local/` there.
+/// Not the build's source tree, which a shared target directory may place in another checkout.
+pub fn checkout() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_dir()?;
+    anyhow::ensure!(
+        here.join("deploy/local/stack.sh").is_file(),
+        "run outflow-chaos from the root of an outflow checkout (no deploy/local/stack.sh in {})",
+        here.display()
+    );
+    Ok(here)
+}
+
+/// Writes the run's topology and its schemas (built into the harness) into `dir`; returns the
+/// topology's path.
 fn write_topology(prefix: &str, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/outflow-chaos");
+    std::fs::write(dir.join("ChaosEvent.avsc"), include_str!("ChaosEvent.avsc"))?;
+    std::fs::write(
+        dir.join("ChaosUpdated.avsc"),
+        include_str!("ChaosUpdated.avsc"),
+    )?;
     let text = include_str!("topology.toml")
         .replace("@PREFIX@", prefix)
-        .replace("@DIR@", here)
+        .replace("@DIR@", &dir.display().to_string())
         .replace(
             "${OUTFLOW_HTTP_LISTEN}",
             "${OUTFLOW_HTTP_LISTEN:-127.0.0.1:0}",
@@ -124,7 +156,7 @@ fn expected_seconds(schedule: &[Fault], d: Durations) -> f64 {
     20.0 + schedule.iter().map(|f| timed(f) + 25.0).sum::<f64>()
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
+async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     let say = |line: String| eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
@@ -148,10 +180,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .rate
         .unwrap_or_else(|| (args.events as f64 / expected_seconds(&schedule, durations)).max(10.0));
 
-    let prefix = format!("c{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/chaos/{prefix}"));
-    std::fs::create_dir_all(&dir)?;
-    let path = write_topology(&prefix, &dir)?;
+    std::fs::create_dir_all(dir)?;
+    let path = write_topology(prefix, dir)?;
     let topology = Arc::new(
         outflow::config::load(&path)
             .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?
@@ -226,22 +256,44 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         supervising: Arc::clone(&supervising),
     };
     let reader = {
-        let (topology, prefix, progress) =
-            (Arc::clone(&topology), prefix.clone(), Arc::clone(&progress));
+        let (topology, prefix, progress) = (
+            Arc::clone(&topology),
+            prefix.to_string(),
+            Arc::clone(&progress),
+        );
         tokio::task::spawn_blocking(move || traffic::read_live(&topology, &prefix, &progress))
     };
     let producer = {
-        let (topology, prefix, progress) =
-            (Arc::clone(&topology), prefix.clone(), Arc::clone(&progress));
+        let (topology, prefix, progress) = (
+            Arc::clone(&topology),
+            prefix.to_string(),
+            Arc::clone(&progress),
+        );
+        let stall_limit = Duration::from_secs(args.recover_timeout);
         tokio::spawn(async move {
-            traffic::produce(&topology, schema_id, &prefix, shape, rate, progress).await
+            traffic::produce(
+                &topology,
+                schema_id,
+                &prefix,
+                shape,
+                rate,
+                stall_limit,
+                progress,
+            )
+            .await
         })
     };
+    // a producer that gave up ends the run at once (it is waited for only once)
+    let mut producer = Some(producer);
+    let mut producer_done = None;
 
     let mut recoveries = Vec::new();
     tokio::time::sleep(Duration::from_secs(rng.random_range(5..15))).await;
     for fault in schedule {
         tokio::time::sleep(Duration::from_secs(rng.random_range(3..10))).await;
+        if let Some(finished) = producer.take_if(|p| p.is_finished()) {
+            producer_done = Some(finished.await??);
+        }
         say(format!("inject: {}", fault.label()));
         let started = Instant::now();
         let stall = {
@@ -289,7 +341,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         });
     }
 
-    let resent = producer.await??;
+    let resent = match producer {
+        Some(producing) => producing.await??,
+        None => producer_done.unwrap_or_default(),
+    };
     say(format!(
         "all {} events produced ({resent} sent again after a failed delivery); draining",
         args.events

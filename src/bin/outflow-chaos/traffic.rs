@@ -107,38 +107,50 @@ impl Progress {
 
 /// Produces the whole stream at `rate` events/s (idempotent producer, acks=all); an event whose
 /// delivery fails is sent again with the same event id, which outflow must treat as a no-op.
+///
+/// Bounded: after a failed delivery the producer is rebuilt (a client wedged by a broker restart
+/// must not stall the run), and when no event has been delivered for `stall_limit` while some
+/// are failing, it gives up with the last error instead of resending for ever.
 pub async fn produce(
     topology: &Topology,
     schema_id: u32,
     prefix: &str,
     shape: Shape,
     rate: f64,
+    stall_limit: Duration,
     progress: Arc<Progress>,
 ) -> anyhow::Result<usize> {
     let source = &topology.sources[0];
     let schema = &source.schemas[0].schema;
-    let producer: FutureProducer = outflow::health::kafka_config(&topology.kafka)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "120000")
-        .create()?;
+    let new_producer = || -> anyhow::Result<FutureProducer> {
+        Ok(outflow::health::kafka_config(&topology.kafka)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?)
+    };
     let encode = |n: usize| -> anyhow::Result<Vec<u8>> {
         let event =
             json!({"eventId": event_id(prefix, n), "key": shape.key(n), "seq": shape.seq(n)});
         let avro = json_to_avro(&event, schema).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok(codec::encode(schema_id, schema, avro)?)
     };
-    let send = |n: usize, value: Vec<u8>| {
+    // each send carries the generation of the producer it went through
+    let send = |n: usize, value: Vec<u8>, producer: &FutureProducer, generation: usize| {
         let producer = producer.clone();
         let key = shape.key(n);
         let topic = source.topic.clone();
         async move {
             let record = FutureRecord::to(&topic).key(&key).payload(&value);
-            (n, producer.send(record, Duration::from_secs(130)).await)
+            let result = producer.send(record, Duration::from_secs(40)).await;
+            (n, generation, result)
         }
     };
+    let mut producer = new_producer()?;
+    let mut generation = 0;
     let started = Instant::now();
+    let mut last_delivered = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut resent = 0;
     for n in 0..=shape.events {
@@ -147,7 +159,7 @@ pub async fn produce(
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }
-            in_flight.push(send(n, encode(n)?));
+            in_flight.push(send(n, encode(n)?, &producer, generation));
             progress.produced.store(n + 1, Ordering::SeqCst);
         }
         // collect deliveries: block while too many are open, and at the end until all are in
@@ -161,13 +173,33 @@ pub async fn produce(
                     None => break,
                 }
             };
-            let Some((n, result)) = next else { break };
+            let Some((n, sent_by, result)) = next else {
+                break;
+            };
             match result {
-                Ok(delivery) => progress.acknowledged(n, delivery.partition),
+                Ok(delivery) => {
+                    last_delivered = Instant::now();
+                    progress.acknowledged(n, delivery.partition);
+                }
                 Err((e, _)) => {
-                    eprintln!("chaos: delivery of event {n} failed ({e}); sending it again");
+                    anyhow::ensure!(
+                        last_delivered.elapsed() < stall_limit,
+                        "no event reached the source topic `{}` for {} s (event {n}: {e}); \
+                         is the broker at {} up?",
+                        source.topic,
+                        last_delivered.elapsed().as_secs(),
+                        topology.kafka.brokers
+                    );
+                    if sent_by == generation {
+                        generation += 1;
+                        producer = new_producer()?;
+                        eprintln!(
+                            "chaos: delivery of event {n} failed ({e}); a new producer sends it \
+                             and the others that fail again"
+                        );
+                    }
                     resent += 1;
-                    in_flight.push(send(n, encode(n)?));
+                    in_flight.push(send(n, encode(n)?, &producer, generation));
                 }
             }
         }
