@@ -229,7 +229,7 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
 
     let fleet = Arc::new(Mutex::new(Fleet::new(
         &path,
-        &dir,
+        dir,
         args.processors,
         args.relays,
     )?));
@@ -368,8 +368,8 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
         }
     ));
 
-    let report = checker::check(&topology, &prefix, shape, args.events).await?;
-    let fenced = fenced_zombies(&dir);
+    let report = checker::check(&topology, prefix, shape, args.events).await?;
+    let fenced = fenced_zombies(dir);
     print_tables(&recoveries, &report);
     let restarts: Vec<String> = lock(&fleet)?
         .members
