@@ -96,6 +96,7 @@ impl ConsumerContext for SourceContext {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
+                tracing::info!(partitions = ?wanted, "partitions assigned; claiming them");
                 let claims = self.claim_all(&wanted);
                 for claim in &claims {
                     let offset = claim.next_offset.map_or(Offset::Beginning, Offset::Offset);
@@ -128,6 +129,7 @@ impl ConsumerContext for SourceContext {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
+                tracing::info!(partitions = ?revoked, "partitions revoked; finishing their batches");
                 self.stop_workers(&revoked);
                 let result = if cooperative {
                     base.incremental_unassign(tpl)

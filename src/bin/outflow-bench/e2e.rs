@@ -159,7 +159,8 @@ impl Bench {
     }
 
     /// The median batch transaction time from the running process's `/metrics`, in seconds.
-    pub async fn median_txn_seconds(&self) -> Option<f64> {
+    /// The `quantile` ("0.5", "0.99") of the processor's batch transaction time, from its metrics.
+    pub async fn txn_seconds(&self, quantile: &str) -> Option<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
             .await
             .ok()?
@@ -167,18 +168,27 @@ impl Bench {
             .await
             .ok()?;
         text.lines()
-            .find(|l| l.starts_with("outflow_store_txn_seconds{quantile=\"0.5\"}"))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "outflow_store_txn_seconds{{quantile=\"{quantile}\"}}"
+                ))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
 }
 
-/// Output records read so far: total, distinct event ids, and end-to-end latencies (ms).
+/// Output records read so far: total, distinct event ids, and end-to-end latencies (ms), also
+/// split at the moment the relay produced the record (the output record's timestamp): source
+/// append → relay send (consume, batch, Mongo transaction, outbox read) and relay send → visible
+/// read_committed (Kafka transaction, commit, fetch).
 #[derive(Default)]
 pub struct Seen {
     pub total: usize,
     pub distinct: usize,
     pub latencies: Vec<i64>,
+    pub to_relay: Vec<i64>,
+    pub after_relay: Vec<i64>,
 }
 
 /// Reads `topic` read_committed from the beginning until `expected` records or `timeout`.
@@ -226,8 +236,12 @@ pub fn read_output(
             && let Some((_, apache_avro::types::Value::Long(ts))) =
                 fields.iter().find(|(k, _)| k == "sourceTimestamp")
         {
-            seen.latencies
-                .push(outflow::source::decode::chrono_millis() - ts);
+            let now = outflow::source::decode::chrono_millis();
+            seen.latencies.push(now - ts);
+            if let Some(sent) = m.timestamp().to_millis() {
+                seen.to_relay.push(sent - ts);
+                seen.after_relay.push(now - sent);
+            }
         }
     }
     drop(consumer);

@@ -106,14 +106,31 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     })
 }
 
+/// What the latency run measured, in ms (and the median batch transaction in seconds).
+struct Latency {
+    p50: i64,
+    p95: i64,
+    p99: i64,
+    median_txn: f64,
+    p99_txn: f64,
+    /// p99 of source append → relay send, and of relay send → visible.
+    p99_to_relay: i64,
+    p99_after_relay: i64,
+}
+
+/// The `p` quantile of `values` (-1 when empty).
+fn quantile(values: &mut [i64], p: f64) -> i64 {
+    values.sort_unstable();
+    values
+        .get(((values.len() as f64 * p) as usize).min(values.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(-1)
+}
+
 /// Steady load at `rate` events/s: source append → output visible, p50/p95/p99 in ms, and the
 /// median batch transaction time. The reader runs while the producer does, so each latency is
 /// measured when the record becomes visible.
-async fn latency(
-    args: &Args,
-    knobs: e2e::Knobs,
-    rate: f64,
-) -> anyhow::Result<(i64, i64, i64, f64)> {
+async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<Latency> {
     let bench = Arc::new(e2e::Bench::new(&knobs).await?);
     let mut child = bench.start()?;
     tokio::time::sleep(Duration::from_secs(5)).await; // joined, partitions assigned
@@ -123,22 +140,24 @@ async fn latency(
         e2e::read_output(&reading, events, Duration::from_secs(300), true, None)
     });
     bench.produce(0, events, args.entities, Some(rate)).await?;
-    let seen = reader.await??;
-    let median_txn = bench.median_txn_seconds().await.unwrap_or(0.0);
+    let mut seen = reader.await??;
+    let median_txn = bench.txn_seconds("0.5").await.unwrap_or(0.0);
+    let p99_txn = bench.txn_seconds("0.99").await.unwrap_or(0.0);
     let _ = child.kill();
     let _ = child.wait();
     ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
-    let mut l = seen.latencies;
-    l.sort_unstable();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
-    Ok((pct(0.50), pct(0.95), pct(0.99), median_txn))
+    let l = &mut seen.latencies;
+    Ok(Latency {
+        p50: quantile(l, 0.50),
+        p95: quantile(l, 0.95),
+        p99: quantile(l, 0.99),
+        median_txn,
+        p99_txn,
+        p99_to_relay: quantile(&mut seen.to_relay, 0.99),
+        p99_after_relay: quantile(&mut seen.after_relay, 0.99),
+    })
 }
 
-/// RSS through `--rss-events` events against the RSS once `--rss-mark` were through.
 async fn memory(args: &Args, knobs: e2e::Knobs) -> anyhow::Result<(bool, [f64; 4])> {
     eprintln!(
         "memory: RSS through {} events (reference at {}) ...",
@@ -233,7 +252,8 @@ async fn main() -> anyhow::Result<()> {
         "latency at {rate:.0} events/s for {} s ...",
         args.latency_seconds
     );
-    let (p50, p95, p99, median_txn) = latency(&args, knobs, rate).await?;
+    let lat = latency(&args, knobs, rate).await?;
+    let (p50, p95, p99, median_txn) = (lat.p50, lat.p95, lat.p99, lat.median_txn);
     let memory = if args.rss_events > 0 {
         Some(memory(&args, knobs).await?)
     } else {
@@ -282,8 +302,12 @@ async fn main() -> anyhow::Result<()> {
         "latency p50/p95/p99".into(),
         format!("{p50}/{p95}/{p99} ms"),
         format!(
-            "at {rate:.0} events/s; median batch txn {:.1} ms; target p99 ≤ {p99_target:.0} ms",
-            median_txn * 1000.0
+            "at {rate:.0} events/s; batch txn median {:.1} ms, p99 {:.1} ms; target p99 ≤ \
+             {p99_target:.0} ms; p99 split: append → relay send {} ms, relay send → visible {} ms",
+            median_txn * 1000.0,
+            lat.p99_txn * 1000.0,
+            lat.p99_to_relay,
+            lat.p99_after_relay
         ),
         Some(p99 >= 0 && (p99 as f64) <= p99_target),
     ));
@@ -304,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
         "kafka_ceiling": kafka,
         "outflow_events_per_s": outflow, "exactly_once": exactly_once, "ratio_to_ceiling": outflow / ceiling,
         "baseline_events_per_s": baseline, "batching_gain": outflow / baseline,
-        "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "rate": rate, "median_txn_ms": median_txn * 1000.0, "p99_target_ms": p99_target },
+        "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "rate": rate, "median_txn_ms": median_txn * 1000.0, "p99_txn_ms": lat.p99_txn * 1000.0, "p99_target_ms": p99_target, "p99_append_to_relay_send": lat.p99_to_relay, "p99_relay_send_to_visible": lat.p99_after_relay },
         "rss_mib": { "start": rss.start, "peak": rss.peak, "end": rss.end },
         "memory": memory.map(|(ok, [mark, after, end, rate])| json!({
             "events": args.rss_events, "mark": args.rss_mark, "rss_at_mark_mib": mark,
