@@ -16,6 +16,7 @@ pub const RELAY_TXN_SECONDS: &str = "outflow_relay_txn_seconds";
 pub const DLQ_RECORDS: &str = "outflow_dlq_records_total";
 pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
 pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
+pub const SOURCE_RECORD_AGE: &str = "outflow_source_record_age_seconds";
 
 /// Installs the Prometheus recorder for this process; `None` if one is installed already.
 pub fn install() -> Option<PrometheusHandle> {
@@ -50,6 +51,12 @@ pub fn relay_txn(elapsed: Duration) {
 pub fn outbox(shard: &str, pending: u64, oldest_age: Duration) {
     gauge!(OUTBOX_PENDING, "shard" => shard.to_string()).set(pending as f64);
     gauge!(OUTBOX_OLDEST_AGE, "shard" => shard.to_string()).set(oldest_age.as_secs_f64());
+}
+
+/// How old a source record was (from its Kafka timestamp) when its partition worker got it: lag
+/// in time, and the first part of end-to-end latency. Producer clocks set CreateTime.
+pub fn source_record_age(age_ms: i64) {
+    histogram!(SOURCE_RECORD_AGE).record(age_ms.max(0) as f64 / 1000.0);
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {

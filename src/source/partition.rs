@@ -26,6 +26,15 @@ pub struct Shared {
     pub joined: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// A record as its worker got it (its age there goes to the metrics).
+fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+    let record = to_raw(message);
+    if let Some(ts) = record.timestamp {
+        metrics::source_record_age(super::decode::chrono_millis() - ts);
+    }
+    record
+}
+
 fn to_raw(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
     let event_id_header = message.headers().and_then(|headers| {
         headers
@@ -65,7 +74,7 @@ pub async fn run(
             biased;
             _ = stop.changed() => break,
             message = queue.recv() => match message {
-                Ok(m) => { let r = to_raw(&m); bytes += r.size(); records.push(r); }
+                Ok(m) => { let r = received(&m); bytes += r.size(); records.push(r); }
                 Err(e) => { tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"); continue; }
             },
         }
@@ -75,7 +84,7 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = stop.changed() => break,
                 message = queue.recv() => match message {
-                    Ok(m) => { let r = to_raw(&m); bytes += r.size(); records.push(r); }
+                    Ok(m) => { let r = received(&m); bytes += r.size(); records.push(r); }
                     Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
                 },
             }

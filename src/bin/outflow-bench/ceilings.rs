@@ -151,6 +151,77 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
     Ok(records as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The Kafka floor under the relay's share of latency: `txns` transactions of one record each,
+/// one every 20 ms, each committed as soon as it is delivered, and a read_committed reader.
+/// Returns p50 and p99 of send → visible in ms, what no relay on this broker can beat.
+pub async fn kafka_visibility(brokers: &str, txns: usize) -> anyhow::Result<(i64, i64)> {
+    let topic = format!("bench-visible-{}", uuid::Uuid::now_v7().simple());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+    let new = rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
+    admin
+        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
+        .await?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "transactional.id",
+            format!("bench-visible-{}", uuid::Uuid::now_v7()),
+        )
+        .set("linger.ms", "5")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let (reader_brokers, reader_topic) = (brokers.to_string(), topic.clone());
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &reader_brokers)
+            .set(
+                "group.id",
+                format!("bench-visible-{}", uuid::Uuid::now_v7()),
+            )
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&reader_topic, 0, rdkafka::Offset::Beginning)?;
+        rdkafka::consumer::Consumer::assign(&consumer, &tpl)?;
+        drop(tpl);
+        let mut seen = Vec::with_capacity(txns);
+        let deadline = Instant::now() + Duration::from_secs(60 + txns as u64 / 10);
+        while seen.len() < txns && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+                && let Some(sent) = rdkafka::Message::timestamp(&m).to_millis()
+            {
+                seen.push(outflow::source::decode::chrono_millis() - sent);
+            }
+        }
+        drop(consumer);
+        Ok(seen)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await; // the reader is assigned
+    for _ in 0..txns {
+        producer.begin_transaction()?;
+        let delivery = producer
+            .send_result(FutureRecord::to(&topic).key("k").payload(&[7u8; 100][..]))
+            .map_err(|(e, _)| e)?;
+        if let Ok(Err((e, _))) = delivery.await {
+            return Err(e.into());
+        }
+        producer.commit_transaction(Duration::from_secs(30))?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen = reader.await??;
+    seen.sort_unstable();
+    let at = |q: f64| {
+        seen.get(((seen.len() as f64 * q) as usize).min(seen.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    Ok((at(0.5), at(0.99)))
+}
+
 /// Drops a database created by a run (best effort).
 pub async fn drop_database(uri: &str, name: &str) {
     if let Ok(client) = Client::with_uri_str(uri).await {

@@ -83,12 +83,14 @@ impl Bench {
     /// Starts the release `outflow run` next to this binary.
     pub fn start(&self) -> anyhow::Result<Child> {
         let exe = std::env::current_exe()?.with_file_name("outflow");
+        // its warnings (retries, rebalances) next to its topology, to explain odd figures
+        let log = std::fs::File::create(self.path.with_file_name("outflow.log"))?;
         Ok(Command::new(exe)
             .arg("run")
             .arg(&self.path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?)
     }
 
@@ -161,6 +163,11 @@ impl Bench {
     /// The median batch transaction time from the running process's `/metrics`, in seconds.
     /// The `quantile` ("0.5", "0.99") of the processor's batch transaction time, from its metrics.
     pub async fn txn_seconds(&self, quantile: &str) -> Option<f64> {
+        self.summary("outflow_store_txn_seconds", quantile).await
+    }
+
+    /// The `quantile` of one of the processor's summaries (histograms), from its metrics.
+    pub async fn summary(&self, metric: &str, quantile: &str) -> Option<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
             .await
             .ok()?
@@ -168,11 +175,7 @@ impl Bench {
             .await
             .ok()?;
         text.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "outflow_store_txn_seconds{{quantile=\"{quantile}\"}}"
-                ))
-            })
+            .find(|l| l.starts_with(&format!("{metric}{{quantile=\"{quantile}\"}}")))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     }
@@ -189,14 +192,26 @@ pub struct Seen {
     pub latencies: Vec<i64>,
     pub to_relay: Vec<i64>,
     pub after_relay: Vec<i64>,
+    /// Source append → the processor built the record's batch (the outbox id is a UUIDv7 made
+    /// then): consume, queue, linger, decode and stage; the rest of `to_relay` is the Mongo
+    /// transaction and the relay's wake-up and read.
+    pub to_batch: Vec<i64>,
 }
 
-/// Reads `topic` read_committed from the beginning until `expected` records or `timeout`.
+/// The milliseconds since the epoch in a UUIDv7 (the outbox record's id).
+fn uuid_millis(id: &[u8]) -> Option<i64> {
+    let id = uuid::Uuid::parse_str(std::str::from_utf8(id).ok()?).ok()?;
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+}
+
+/// Reads `topic` read_committed from the beginning until `expected` records or `timeout`; with
+/// `latency_from`, the latencies of records appended at or after that time (ms since the epoch).
 pub fn read_output(
     b: &Bench,
     expected: usize,
     timeout: Duration,
-    with_latency: bool,
+    latency_from: Option<i64>,
     progress: Option<&AtomicUsize>,
 ) -> anyhow::Result<Seen> {
     let consumer: BaseConsumer = outflow::health::kafka_config(&b.topology.kafka)
@@ -229,18 +244,28 @@ pub fn read_output(
         }) {
             ids.insert(id);
         }
-        if with_latency
+        if let Some(from) = latency_from
             && let Some(Ok((id, body))) = m.payload().map(codec::split_frame)
             && let Ok(apache_avro::types::Value::Record(fields)) =
                 codec::decode(id, schema, schema, body)
             && let Some((_, apache_avro::types::Value::Long(ts))) =
                 fields.iter().find(|(k, _)| k == "sourceTimestamp")
+            && *ts >= from
         {
             let now = outflow::source::decode::chrono_millis();
             seen.latencies.push(now - ts);
             if let Some(sent) = m.timestamp().to_millis() {
                 seen.to_relay.push(sent - ts);
                 seen.after_relay.push(now - sent);
+            }
+            let built = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "id")
+                    .and_then(|h| h.value)
+                    .and_then(uuid_millis)
+            });
+            if let Some(built) = built {
+                seen.to_batch.push(built - ts);
             }
         }
     }
