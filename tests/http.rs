@@ -167,6 +167,7 @@ async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
         "outflow_relay_published_total",
         "outflow_ingress_requests_total",
         "outflow_batch_size",
+        "outflow_source_record_age_seconds",
     ] {
         assert!(
             metrics.contains(name),
