@@ -94,6 +94,32 @@ impl Bench {
             .spawn()?)
     }
 
+    /// Waits until the started process answers `/readyz` (stores reachable, group joined and
+    /// partitions assigned): throughput is timed from there, as the ceilings are timed after
+    /// their connections are set up.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = client
+                .get(format!("http://127.0.0.1:{}/readyz", self.port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "outflow not ready after {timeout:?}; see {}",
+                self.path.with_file_name("outflow.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Produces `events` events (keys over `entities` entities), at most `rate` per second.
     pub async fn produce(
         &self,

@@ -67,15 +67,20 @@ struct Run {
     rss: e2e::RssSampler,
 }
 
-/// Runs outflow on `events` pre-produced events: throughput from the process start to the last
-/// output record visible read_committed, then the exactly-once check.
+/// Runs outflow on `events` pre-produced events: throughput from the process being ready (group
+/// joined) to the last output record visible read_committed, then the exactly-once check.
 async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Result<Run> {
     let bench = e2e::Bench::new(&knobs).await?;
     bench.produce(0, events, args.entities, None).await?;
-    let started = Instant::now();
     let mut child = bench.start()?;
     let progress = Arc::new(AtomicUsize::new(0));
     let rss = e2e::RssSampler::start(child.id(), Arc::clone(&progress));
+    if let Err(e) = bench.wait_ready(Duration::from_secs(60)).await {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let started = Instant::now();
     let seen = tokio::task::block_in_place(|| {
         e2e::read_output(
             &bench,
