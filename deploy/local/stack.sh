@@ -49,8 +49,27 @@ exports() {  # $1 kafka $2 registry $3 mongo
   echo "export OUTFLOW_MONGO_URI='$3'"
 }
 
+# A port inside the kernel's ephemeral range can be taken by any client socket or any listener
+# bound to port 0 (outflow's own test and chaos processes do that): a restarted server then finds
+# its port in use. Say so before it happens.
+warn_ephemeral_ports() {
+  local lo hi p
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || return 0
+  for p in "${KAFKA_PORT:-}" "${KAFKA_CONTROLLER_PORT:-}" "${KAFKA_SASL_PORT:-}" "${KAFKA_TLS_PORT:-}" \
+      "${REGISTRY_PORT:-}" "${REGISTRY_MGMT_PORT:-}" "${MONGO_PORT:-}"; do
+    if [ -n "$p" ] && [ "$p" -ge "$lo" ] && [ "$p" -le "$hi" ]; then
+      log "warning: port $p is in the ephemeral range $lo-$hi: a restart may find it taken (pick ports below $lo)"
+    fi
+  done
+  if [ -n "${KAFKA_PORT:-}" ] && [ -z "${KAFKA_SASL_PORT:-}" ] && [ $((KAFKA_PORT + 3)) -ge "$lo" ] \
+      && [ "$KAFKA_PORT" -le "$hi" ]; then
+    log "warning: Kafka's SASL/TLS ports ($((KAFKA_PORT + 2)), $((KAFKA_PORT + 3))) are in the ephemeral range $lo-$hi"
+  fi
+}
+
 up() {
   ensure_packages
+  warn_ephemeral_ports
   mkdir -p "$OUTFLOW_LOCAL_RUN"
   local t0=$SECONDS s pids=() failed=0
   for s in "${SERVICES[@]}"; do

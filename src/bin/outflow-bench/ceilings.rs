@@ -109,14 +109,22 @@ pub async fn mongo(uri: &str, batch: usize, events: usize) -> anyhow::Result<f64
     Ok(rate)
 }
 
-/// A transactional producer sending `records` records of `size` bytes, 1,000 per transaction: records/s.
-pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result<f64> {
-    let topic = format!("bench-raw-{}", uuid::Uuid::now_v7().simple());
+/// A new topic of `partitions` partitions and a transactional producer ready to write to it.
+async fn fresh_topic_and_producer(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+) -> anyhow::Result<(String, FutureProducer)> {
+    let topic = format!("{name}-{}", uuid::Uuid::now_v7().simple());
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         rdkafka::ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .create()?;
-    let new = rdkafka::admin::NewTopic::new(&topic, 6, rdkafka::admin::TopicReplication::Fixed(1));
+    let new = rdkafka::admin::NewTopic::new(
+        &topic,
+        partitions,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    );
     admin
         .create_topics([&new], &rdkafka::admin::AdminOptions::new())
         .await?;
@@ -124,11 +132,17 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
         .set("bootstrap.servers", brokers)
         .set(
             "transactional.id",
-            format!("bench-raw-{}", uuid::Uuid::now_v7()),
+            format!("{name}-{}", uuid::Uuid::now_v7()),
         )
         .set("linger.ms", "5")
         .create()?;
     producer.init_transactions(Duration::from_secs(30))?;
+    Ok((topic, producer))
+}
+
+/// A transactional producer sending `records` records of `size` bytes, 1,000 per transaction: records/s.
+pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result<f64> {
+    let (topic, producer) = fresh_topic_and_producer(brokers, "bench-raw", 6).await?;
     let value = vec![7u8; size];
     let started = Instant::now();
     for chunk in 0..records.div_ceil(1000) {
@@ -155,24 +169,7 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
 /// one every 20 ms, each committed as soon as it is delivered, and a read_committed reader.
 /// Returns p50 and p99 of send → visible in ms, what no relay on this broker can beat.
 pub async fn kafka_visibility(brokers: &str, txns: usize) -> anyhow::Result<(i64, i64)> {
-    let topic = format!("bench-visible-{}", uuid::Uuid::now_v7().simple());
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()?;
-    let new = rdkafka::admin::NewTopic::new(&topic, 1, rdkafka::admin::TopicReplication::Fixed(1));
-    admin
-        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
-        .await?;
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "transactional.id",
-            format!("bench-visible-{}", uuid::Uuid::now_v7()),
-        )
-        .set("linger.ms", "5")
-        .create()?;
-    producer.init_transactions(Duration::from_secs(30))?;
+    let (topic, producer) = fresh_topic_and_producer(brokers, "bench-visible", 1).await?;
     let (reader_brokers, reader_topic) = (brokers.to_string(), topic.clone());
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
         let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
