@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-
-use crate::health::PartitionEofIsNews;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::header;
 use crate::config::KafkaSettings;
+use crate::health::PartitionEofIsNews;
 
 /// A dead letter as read from its topic.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -7,13 +7,12 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-
-use crate::health::PartitionEofIsNews;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaSettings;
+use crate::health::PartitionEofIsNews;
 
 /// The checkpoint value: the last outbox sequence published for a shard.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -186,7 +186,6 @@ impl Bench {
         Ok(())
     }
 
-    /// The median batch transaction time from the running process's `/metrics`, in seconds.
     /// The `quantile` ("0.5", "0.99") of the processor's batch transaction time, from its metrics.
     pub async fn txn_seconds(&self, quantile: &str) -> Option<f64> {
         self.summary("outflow_store_txn_seconds", quantile).await

@@ -184,6 +184,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
     })
 }
 
+/// RSS through `--rss-events` events against the RSS once `--rss-mark` were through.
 async fn memory(args: &Args, knobs: e2e::Knobs) -> anyhow::Result<(bool, [f64; 4])> {
     eprintln!(
         "memory: RSS through {} events (reference at {}) ...",
@@ -263,7 +264,8 @@ async fn main() -> anyhow::Result<()> {
         .map_or(0.0, |m| m.1);
     eprintln!("raw Kafka ceiling ...");
     let kafka = ceilings::kafka(&brokers, 100_000, 1_100).await?;
-    let (visible_p50, visible_p99) = ceilings::kafka_visibility(&brokers, 300).await?;
+    let mut visible = ceilings::kafka_visibility(&brokers, 300).await?;
+    let (visible_p50, visible_p99) = (quantile(&mut visible, 0.5), quantile(&mut visible, 0.99));
     eprintln!("outflow end to end, {} events, {knobs:?} ...", args.events);
     let run = end_to_end(&args, knobs, args.events).await?;
     let (outflow, exactly_once, rss) = (run.rate, run.exactly_once, run.rss.finish());
