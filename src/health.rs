@@ -27,7 +27,11 @@ pub struct PartitionEofIsNews;
 
 impl rdkafka::ClientContext for PartitionEofIsNews {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::debug!("librdkafka: {error}: {reason}");
         } else {
             tracing::error!("librdkafka: {error}: {reason}");

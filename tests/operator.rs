@@ -40,14 +40,26 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    let last = std::cell::RefCell::new((0, String::new(), String::new()));
     let listed = eventually(Duration::from_secs(60), async || {
-        let (code, out, _) = outflow(&["dlq", "list", "--format", "json", "--topology", &path]);
-        code == 0
+        let (code, out, err) = outflow(&["dlq", "list", "--format", "json", "--topology", &path]);
+        let three = code == 0
             && serde_json::from_str::<Value>(&out)
-                .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 3))
+                .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 3));
+        *last.borrow_mut() = (code, out, err);
+        three
     })
     .await;
-    assert!(listed, "three dead letters listed");
+    let (code, out, err) = last.into_inner();
+    assert!(
+        listed,
+        "three dead letters listed; the last `dlq list` exited {code}:\n{out}\n{err}\nthe processor's log ends:\n{}",
+        first.log_tail(40)
+    );
+    assert!(
+        !err.contains(" ERROR "),
+        "reaching the end of a partition is no error: {err}"
+    );
     let (_, table, _) = outflow(&[
         "dlq",
         "list",

@@ -65,14 +65,36 @@ impl Filter {
     }
 }
 
+/// Why a dead-letter topic could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("`{topic}`: {error} (a typo in --topic, or has `outflow run` not created it yet?)")]
+    Topic { topic: String, error: String },
+    /// A list that silently missed records would be worse than none: an operator would replay
+    /// part of the dead letters and believe it was all of them.
+    #[error(
+        "`{topic}`: partition(s) {pending:?} did not reach their end within {}s (read {read} record(s) so far); \
+         is the broker up, or a transaction on the topic left open?",
+        waited.as_secs()
+    )]
+    Incomplete {
+        topic: String,
+        pending: Vec<i32>,
+        read: usize,
+        waited: Duration,
+    },
+}
+
 /// Reads `topic` from the beginning to its end (read_committed) and returns what `filter` accepts,
-/// in partition then offset order.
+/// in partition then offset order; fails rather than return part of it.
 pub fn read(
     kafka: &KafkaSettings,
     topic: &str,
     filter: &Filter,
     timeout: Duration,
-) -> Result<Vec<StoredDeadLetter>, KafkaError> {
+) -> Result<Vec<StoredDeadLetter>, ReadError> {
     let consumer: BaseConsumer<PartitionEofIsNews> = crate::health::kafka_config(kafka)
         .set(
             "group.id",
@@ -83,10 +105,15 @@ pub fn read(
         .set("enable.partition.eof", "true")
         .create_with_context(PartitionEofIsNews)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    if let Some(error) = metadata.topics().iter().find_map(|t| t.error()) {
+        return Err(ReadError::Topic {
+            topic: topic.to_string(),
+            error: rdkafka::types::RDKafkaErrorCode::from(error).to_string(),
+        });
+    }
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
-        .filter(|t| t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     drop(metadata);
@@ -101,10 +128,12 @@ pub fn read(
     consumer.assign(&tpl)?;
     drop(tpl);
     let mut at_end = std::collections::HashSet::new();
+    let mut read = 0;
     let deadline = Instant::now() + timeout;
     while at_end.len() < partitions.len() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
+                read += 1;
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -135,11 +164,22 @@ pub fn read(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
-            Some(Err(e)) => return Err(e),
+            Some(Err(e)) => return Err(e.into()),
             None => {}
         }
     }
     drop(consumer);
+    if at_end.len() < partitions.len() {
+        return Err(ReadError::Incomplete {
+            topic: topic.to_string(),
+            pending: partitions
+                .into_iter()
+                .filter(|p| !at_end.contains(p))
+                .collect(),
+            read,
+            waited: timeout,
+        });
+    }
     out.sort_by_key(|d| (d.partition, d.offset));
     if let Some(limit) = filter.limit {
         out.truncate(limit);

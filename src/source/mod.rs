@@ -57,6 +57,13 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
+/// A claimed partition with its own queue, ready for its task.
+struct SplitPartition {
+    claim: PartitionClaim,
+    source: crate::config::Source,
+    queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<SourceContext>,
+}
+
 /// The consumer's context: claims partitions on assignment and runs their tasks.
 pub struct SourceContext {
     shared: Arc<Shared>,
@@ -109,6 +116,11 @@ impl ConsumerContext for SourceContext {
                         );
                     }
                 }
+                // each partition gets its own queue BEFORE it is assigned: fetching starts at
+                // the assignment, and a fetch served before the split would land in the
+                // consumer's main queue instead (librdkafka never re-forwards a queue the
+                // application has split, so later assignments of the partition are safe too)
+                let split = self.split_queues(claims);
                 let assigned = if cooperative {
                     base.incremental_assign(tpl)
                 } else {
@@ -118,7 +130,7 @@ impl ConsumerContext for SourceContext {
                     tracing::error!("assignment failed: {e}");
                     return;
                 }
-                self.start_workers(claims);
+                self.start_workers(split);
                 self.shared
                     .joined
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -189,13 +201,12 @@ impl SourceContext {
         .unwrap_or_default()
     }
 
-    fn start_workers(&self, claims: Vec<PartitionClaim>) {
+    /// Each claimed partition's own queue, split from the consumer's main queue.
+    fn split_queues(&self, claims: Vec<PartitionClaim>) -> Vec<SplitPartition> {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
-            return;
+            return Vec::new();
         };
-        let Ok(mut workers) = self.workers.lock() else {
-            return;
-        };
+        let mut split = Vec::with_capacity(claims.len());
         for claim in claims {
             let Some(source) = self.topology.source_for_topic(&claim.topic).cloned() else {
                 continue;
@@ -208,6 +219,28 @@ impl SourceContext {
                 });
                 continue;
             };
+            split.push(SplitPartition {
+                claim,
+                source,
+                queue,
+            });
+        }
+        split
+    }
+
+    fn start_workers(&self, split: Vec<SplitPartition>) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
+        for SplitPartition {
+            claim,
+            source,
+            queue,
+        } in split
+        {
             let (stop, stop_rx) = watch::channel(false);
             let key = (claim.topic.clone(), claim.partition);
             let handle = tokio::spawn(partition::run(
@@ -297,6 +330,7 @@ pub async fn run(
             Some(failure) = failed.recv() => {
                 tracing::error!("{failure}");
                 consumer.context().stop_workers(&[]);
+                close(consumer).await;
                 return Err(failure);
             }
             message = consumer.recv() => match message {
@@ -306,6 +340,7 @@ pub async fn run(
                     let stray = SourceError::StrayRecord { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
                     drop(m);
                     consumer.context().stop_workers(&[]);
+                    close(consumer).await;
                     return Err(stray);
                 }
                 Err(e) => tracing::warn!("consumer: {e}"),
@@ -314,5 +349,29 @@ pub async fn run(
     }
     consumer.context().stop_workers(&[]);
     consumer.unsubscribe();
+    close(consumer).await;
     Ok(())
+}
+
+/// How long leaving the group may take before the processor gives up on a clean leave.
+const CLOSE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Drops the consumer (it leaves the group) on a thread of its own, waiting at most
+/// [`CLOSE_LIMIT`]: librdkafka's close can wait for ever on a handle still alive somewhere, and a
+/// processor that neither works nor exits is worse than one that exits without a clean leave
+/// (the group then reassigns its partitions after `session.timeout.ms`).
+async fn close(consumer: Arc<StreamConsumer<SourceContext>>) {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("outflow-consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+    if spawned.is_err() || tokio::time::timeout(CLOSE_LIMIT, done).await.is_err() {
+        tracing::error!(
+            "the Kafka consumer did not close within {}s; exiting without a clean leave of the group",
+            CLOSE_LIMIT.as_secs()
+        );
+    }
 }
