@@ -17,6 +17,7 @@ pub const DLQ_RECORDS: &str = "outflow_dlq_records_total";
 pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
 pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
 pub const SOURCE_RECORD_AGE: &str = "outflow_source_record_age_seconds";
+pub const BATCH_PHASE_SECONDS: &str = "outflow_batch_phase_seconds";
 
 /// Installs the Prometheus recorder for this process; `None` if one is installed already.
 pub fn install() -> Option<PrometheusHandle> {
@@ -57,6 +58,23 @@ pub fn outbox(shard: &str, pending: u64, oldest_age: Duration) {
 /// in time, and the first part of end-to-end latency. Producer clocks set CreateTime.
 pub fn source_record_age(age_ms: i64) {
     histogram!(SOURCE_RECORD_AGE).record(age_ms.max(0) as f64 / 1000.0);
+}
+
+/// Times the phases of a batch one after the other (`phase` label: `collect`, `decode`, `read`,
+/// `fold`, `write`, `commit`), so a slow batch says which of its round trips was slow.
+pub struct PhaseClock(std::time::Instant);
+
+impl PhaseClock {
+    pub fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Records the time since the last lap (or the start) under `phase`.
+    pub fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        histogram!(BATCH_PHASE_SECONDS, "phase" => phase).record((now - self.0).as_secs_f64());
+        self.0 = now;
+    }
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {

@@ -168,6 +168,9 @@ async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
         "outflow_ingress_requests_total",
         "outflow_batch_size",
         "outflow_source_record_age_seconds",
+        "outflow_batch_phase_seconds{phase=\"collect\"",
+        "outflow_batch_phase_seconds{phase=\"read\"",
+        "outflow_batch_phase_seconds{phase=\"commit\"",
     ] {
         assert!(
             metrics.contains(name),

@@ -78,6 +78,7 @@ pub async fn run(
                 Err(e) => { tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"); continue; }
             },
         }
+        let mut clock = metrics::PhaseClock::start();
         let deadline = tokio::time::Instant::now() + limits.linger;
         while records.len() < limits.max_records && bytes < limits.max_bytes && !*stop.borrow() {
             tokio::select! {
@@ -89,7 +90,8 @@ pub async fn run(
                 },
             }
         }
-        match process(&shared, &source, &claim, &records, &stop).await {
+        clock.lap("collect");
+        match process(&shared, &source, &claim, &records, &stop, clock).await {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => {
                 tracing::warn!(topic = %claim.topic, partition = claim.partition, epoch = claim.epoch, "fenced: another processor owns this partition now; stopping it here");
@@ -131,6 +133,7 @@ async fn process(
     claim: &PartitionClaim,
     records: &[RawRecord],
     stop: &watch::Receiver<bool>,
+    mut clock: metrics::PhaseClock,
 ) -> Result<(), StoreError> {
     let Some(last) = records.last() else {
         return Ok(());
@@ -159,6 +162,7 @@ async fn process(
             }
         }
     }
+    clock.lap("decode");
     let started = Instant::now();
     let stopping = || *stop.borrow(); // a started batch gets its first attempt even during shutdown
     let report = shared

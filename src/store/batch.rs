@@ -64,14 +64,23 @@ impl Store {
         let mut session = self.client.start_session().await?;
         let mut retrier = txn::Retrier::new(stop);
         loop {
+            let mut clock = crate::metrics::PhaseClock::start();
             retrier.begin(&mut session).await?;
             let expected = claim.outbox_seq.load(Ordering::Acquire);
             match self
-                .attempt(&mut session, claim, events, next_offset, runner, dlq_topic)
+                .attempt(
+                    &mut session,
+                    claim,
+                    (events, next_offset),
+                    (runner, dlq_topic),
+                    &mut clock,
+                )
                 .await
             {
                 Ok((mut report, end_seq)) => {
-                    if retrier.commit(&mut session).await? {
+                    let committed = retrier.commit(&mut session).await?;
+                    clock.lap("commit");
+                    if committed {
                         claim.outbox_seq.store(end_seq, Ordering::Release);
                         report.retries = retrier.retries;
                         return Ok(report);
@@ -131,14 +140,13 @@ impl Store {
         &self,
         session: &mut ClientSession,
         claim: &PartitionClaim,
-        events: &[BatchEvent],
-        next_offset: i64,
-        runner: &StageRunner,
-        dlq_topic: &str,
+        (events, next_offset): (&[BatchEvent], i64),
+        (runner, dlq_topic): (&StageRunner, &str),
+        clock: &mut crate::metrics::PhaseClock,
     ) -> Result<(BatchReport, i64), StoreError> {
         let base_seq = claim.outbox_seq.load(Ordering::Acquire);
         let plan = self
-            .plan(session, claim, events, runner, dlq_topic, base_seq)
+            .plan(session, claim, events, (runner, dlq_topic), base_seq, clock)
             .await?;
         let end_seq = base_seq + plan.outbox_count;
         let mut models = Vec::with_capacity(plan.models.len() + 1);
@@ -149,6 +157,7 @@ impl Store {
             .ordered(true)
             .session(&mut *session)
             .await?;
+        clock.lap("write");
         Ok((plan.report, end_seq))
     }
 
@@ -158,9 +167,9 @@ impl Store {
         session: &mut ClientSession,
         claim: &PartitionClaim,
         events: &[BatchEvent],
-        runner: &StageRunner,
-        dlq_topic: &str,
+        (runner, dlq_topic): (&StageRunner, &str),
         base_seq: i64,
+        clock: &mut crate::metrics::PhaseClock,
     ) -> Result<Plan, StoreError> {
         let ids: Vec<&str> = events
             .iter()
@@ -218,6 +227,7 @@ impl Store {
                 states.insert((kind.to_string(), id), (state, version));
             }
         }
+        clock.lap("read");
         let folded = fold(
             runner,
             events,
@@ -227,7 +237,9 @@ impl Store {
             dlq_topic,
             DateTime::now().timestamp_millis(),
         );
-        Ok(to_models(folded, claim, runner, base_seq, self.db.name()))
+        let plan = to_models(folded, claim, runner, base_seq, self.db.name());
+        clock.lap("fold");
+        Ok(plan)
     }
 }
 

@@ -193,16 +193,38 @@ impl Bench {
 
     /// The `quantile` of one of the processor's summaries (histograms), from its metrics.
     pub async fn summary(&self, metric: &str, quantile: &str) -> Option<f64> {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+        self.summaries(metric, "", quantile)
             .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+    }
+
+    /// The `quantile` of every series of a summary labelled `label`, as (label value, value).
+    pub async fn summaries(&self, metric: &str, label: &str, quantile: &str) -> Vec<(String, f64)> {
+        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await
+        else {
+            return Vec::new();
+        };
+        let text = response.text().await.unwrap_or_default();
+        let wanted = format!("quantile=\"{quantile}\"}}");
         text.lines()
-            .find(|l| l.starts_with(&format!("{metric}{{quantile=\"{quantile}\"}}")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .filter_map(|l| {
+                let labels = l.strip_prefix(metric)?.strip_prefix('{')?;
+                let (labels, value) = labels.rsplit_once(' ')?;
+                if !labels.ends_with(&wanted) {
+                    return None;
+                }
+                let name = labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{label}=\"")))
+                    .map_or("", |v| v.trim_end_matches('"'));
+                if !label.is_empty() && name.is_empty() {
+                    return None;
+                }
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
     }
 }
 

@@ -127,6 +127,8 @@ struct Latency {
     p99_to_batch: i64,
     /// p99 of source append → the partition worker got the record (from the processor).
     p99_received: f64,
+    /// p99 of each phase of a batch (`outflow_batch_phase_seconds`), in the order they run.
+    p99_phases: Vec<(String, f64)>,
 }
 
 /// The `p` quantile of `values` (-1 when empty).
@@ -167,6 +169,11 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         .summary("outflow_source_record_age_seconds", "0.99")
         .await
         .unwrap_or(-1.0);
+    let mut p99_phases = bench
+        .summaries("outflow_batch_phase_seconds", "phase", "0.99")
+        .await;
+    let order = ["collect", "decode", "read", "fold", "write", "commit"];
+    p99_phases.sort_by_key(|(phase, _)| order.iter().position(|o| o == phase));
     let _ = child.kill();
     let _ = child.wait();
     ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
@@ -181,6 +188,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         p99_after_relay: quantile(&mut seen.after_relay, 0.99),
         p99_to_batch: quantile(&mut seen.to_batch, 0.99),
         p99_received,
+        p99_phases,
     })
 }
 
@@ -349,6 +357,22 @@ async fn main() -> anyhow::Result<()> {
             lat.p99_after_relay
         ),
         Some(p99 >= 0 && (p99 as f64) <= p99_target),
+    ));
+    rows.push((
+        "batch phases p99".into(),
+        lat.p99_phases
+            .iter()
+            .map(|(_, v)| format!("{:.0}", v * 1000.0))
+            .collect::<Vec<_>>()
+            .join("/")
+            + " ms",
+        lat.p99_phases
+            .iter()
+            .map(|(phase, _)| phase.as_str())
+            .collect::<Vec<_>>()
+            .join("/")
+            + " (outflow_batch_phase_seconds, the latency run)",
+        None,
     ));
     rows.push((
         "RSS start/peak/end".into(),
