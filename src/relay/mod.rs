@@ -10,10 +10,13 @@
 //! checkpoint moved past it. Deleting published records from Mongo comes after and is only tidying.
 
 mod checkpoint;
+mod cleanup;
 mod errors;
 mod lease;
 mod members;
 mod publisher;
+
+pub use publisher::reports_served;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ pub use publisher::PublishError;
 
 use crate::config::Topology;
 use crate::store::Store;
-use crate::store::documents::{OUTBOX, shard_of};
+use crate::store::documents::{OFFSETS, shard_of};
 use lease::Lease;
 use members::Share;
 use publisher::ShardPublisher;
@@ -133,7 +136,6 @@ async fn own_shard(
                     checkpoint_partition: partition,
                     wake: Arc::clone(&wake),
                     lease: lease.clone(),
-                    gauged_at: std::sync::atomic::AtomicU64::new(0),
                 };
                 let outcome = publisher.run(stop.clone()).await;
                 share.dropped(lease.yielded());
@@ -160,7 +162,10 @@ async fn own_shard(
     }
 }
 
-/// Wakes a shard's publisher when a record is inserted for it; polling covers a broken stream.
+/// Wakes a shard's publisher when its partition's offsets document changes: every append to a
+/// shard's outbox (a batch, a rebuild's emit) moves `outboxSeq` there in the same transaction, so
+/// one change event per batch says what one event per outbox record said before, at a fraction
+/// of the store's work. Polling (`relay.poll_interval_ms`) covers a broken stream.
 async fn watch_outbox(
     store: Store,
     wakers: HashMap<String, Arc<Notify>>,
@@ -169,13 +174,12 @@ async fn watch_outbox(
     loop {
         let stream = store
             .database()
-            .collection::<Document>(OUTBOX)
+            .collection::<Document>(OFFSETS)
             .watch()
-            // only the shard: the wake-up needs nothing else, and each insert's full document
-            // (payload included) would otherwise cross the wire a second time
+            // only the document key (`group/topic/partition`): the wake-up needs nothing else
             .pipeline([
-                doc! { "$match": { "operationType": "insert" } },
-                doc! { "$project": { "operationType": 1, "fullDocument.shard": 1 } },
+                doc! { "$match": { "operationType": { "$in": ["insert", "update", "replace"] } } },
+                doc! { "$project": { "operationType": 1, "documentKey": 1 } },
             ])
             .await;
         match stream {
@@ -184,8 +188,8 @@ async fn watch_outbox(
                     _ = stop.changed() => return,
                     next = stream.next() => match next {
                         Some(Ok(event)) => {
-                            let shard = event.full_document.as_ref().and_then(|d| d.get_str("shard").ok());
-                            if let Some(w) = shard.and_then(|s| wakers.get(s)) {
+                            let shard = event.document_key.as_ref().and_then(|k| k.get_str("_id").ok()).and_then(shard_of_offsets_id);
+                            if let Some(w) = shard.and_then(|s| wakers.get(&s)) {
                                 w.notify_one();
                             }
                         }
@@ -203,5 +207,30 @@ async fn watch_outbox(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The outbox shard of the partition an offsets document (`group/topic/partition`) belongs to.
+fn shard_of_offsets_id(id: &str) -> Option<String> {
+    let mut parts = id.rsplitn(3, '/');
+    let partition: i32 = parts.next()?.parse().ok()?;
+    let topic = parts.next()?;
+    parts.next()?; // the group (it may hold a `/`; topic names cannot)
+    Some(shard_of(topic, partition))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of_offsets_id;
+    use crate::store::documents::{offsets_id, shard_of};
+
+    #[test]
+    fn an_offsets_id_names_its_shard() {
+        assert_eq!(
+            shard_of_offsets_id(&offsets_id("team/group", "quote-events", 3)),
+            Some(shard_of("quote-events", 3))
+        );
+        assert_eq!(shard_of_offsets_id("quote-events/3"), None);
+        assert_eq!(shard_of_offsets_id("g/quote-events/x"), None);
     }
 }

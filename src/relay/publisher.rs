@@ -10,6 +10,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::{Notify, watch};
 
 use super::checkpoint::{self, Checkpoint};
+use super::cleanup::Cleaner;
 use super::errors::{Recovery, classify};
 use super::lease::Lease;
 use crate::config::Topology;
@@ -109,16 +110,7 @@ pub struct ShardPublisher {
     pub checkpoint_partition: i32,
     pub wake: Arc<Notify>,
     pub lease: Lease,
-    /// When the outbox gauges were last refreshed (ms since the epoch).
-    pub gauged_at: std::sync::atomic::AtomicU64,
 }
-
-/// How often the outbox gauges (pending, oldest age) are refreshed.
-const GAUGE_EVERY_MS: u64 = 5_000;
-/// Published records are deleted once this many have piled up, or this long after the last
-/// delete, or when the shard goes idle, whichever comes first.
-const CLEAN_UP_RECORDS: i64 = 5_000;
-const CLEAN_UP_EVERY: Duration = Duration::from_secs(2);
 
 impl ShardPublisher {
     fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
@@ -140,6 +132,7 @@ impl ShardPublisher {
 
     /// Runs until stopped, fenced or the lease is lost; re-initialises the producer on fatal errors.
     pub async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), PublishError> {
+        let mut cleaner: Option<Cleaner> = None;
         'producer: loop {
             let producer = Arc::new(self.producer()?);
             let init = Arc::clone(&producer);
@@ -158,13 +151,21 @@ impl ShardPublisher {
             .await
             .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
             tracing::info!(shard = %self.shard, checkpoint = last, "relay owns shard");
-            // records at or below the checkpoint were published: finish their clean-up first
-            self.clean_up(None, last).await?;
-            let (mut cleaned, mut cleaned_at) = (last, Instant::now());
+            // records at or below the checkpoint were published: they are the cleaner's
+            match &cleaner {
+                Some(c) => c.published(last),
+                None => {
+                    cleaner = Some(Cleaner::start(
+                        self.store.clone(),
+                        self.shard.as_str().into(),
+                        last,
+                    ))
+                }
+            }
             loop {
                 if *stop.borrow() {
-                    if cleaned < last {
-                        self.clean_up(Some(cleaned), last).await?;
+                    if let Some(c) = cleaner.take() {
+                        c.finish().await;
                     }
                     return Ok(());
                 }
@@ -173,10 +174,6 @@ impl ShardPublisher {
                 }
                 let batch = self.next_batch(last).await?;
                 if batch.is_empty() {
-                    if cleaned < last {
-                        self.clean_up(Some(cleaned), last).await?;
-                        (cleaned, cleaned_at) = (last, Instant::now());
-                    }
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(self.topology.relay.poll_interval) => {}
@@ -190,13 +187,8 @@ impl ShardPublisher {
                         last = batch.last().map_or(last, |p| p.seq);
                         metrics::relay_txn(started.elapsed());
                         crash_point("relay-after-kafka-commit");
-                        // deleting is tidying (the checkpoint decides): one delete per many
-                        // transactions costs the store far fewer round trips and index updates
-                        if last - cleaned >= CLEAN_UP_RECORDS
-                            || cleaned_at.elapsed() >= CLEAN_UP_EVERY
-                        {
-                            self.clean_up(Some(cleaned), last).await?;
-                            (cleaned, cleaned_at) = (last, Instant::now());
+                        if let Some(c) = &cleaner {
+                            c.published(last);
                         }
                     }
                     Err(e) => match classify(&e) {
@@ -257,7 +249,7 @@ impl ShardPublisher {
     }
 
     /// One Kafka transaction: the records in order, then the checkpoint; committed only after
-    /// every delivery report arrived (which also avoids librdkafka's ~100 ms commit flush wait).
+    /// every delivery report arrived and was served (see [`reports_served`]).
     async fn publish(
         &self,
         producer: &Arc<FutureProducer>,
@@ -299,6 +291,7 @@ impl ShardPublisher {
                 Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
             }
         }
+        reports_served(producer, Duration::from_secs(5)).await;
         let p = Arc::clone(producer);
         tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30)))
             .await
@@ -313,41 +306,16 @@ impl ShardPublisher {
         }
         Ok(())
     }
+}
 
-    /// Deletes published records (`seq` in `from+1 ..= upto`, or all up to `upto`); correctness
-    /// never depends on it (the checkpoint decides). The outbox gauges (records after `upto`) are
-    /// refreshed at most every few seconds: they cost two more queries.
-    async fn clean_up(&self, from: Option<i64>, upto: i64) -> Result<(), PublishError> {
-        let outbox = self.store.database().collection::<Document>(OUTBOX);
-        let range = match from {
-            // bounded below too: the index walk skips what earlier deletes left behind
-            Some(from) => doc! { "$gt": from, "$lte": upto },
-            None => doc! { "$lte": upto },
-        };
-        outbox
-            .delete_many(doc! { "shard": &self.shard, "seq": range })
-            .await?;
-        let now = crate::source::decode::chrono_millis() as u64;
-        let last = self.gauged_at.load(std::sync::atomic::Ordering::Relaxed);
-        if now.saturating_sub(last) < GAUGE_EVERY_MS {
-            return Ok(());
-        }
-        self.gauged_at
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-        let unpublished = doc! { "shard": &self.shard, "seq": { "$gt": upto } };
-        let pending = outbox.count_documents(unpublished.clone()).await?;
-        let oldest = outbox
-            .find_one(unpublished)
-            .sort(doc! { "seq": 1 })
-            .await?
-            .and_then(|d| d.get_datetime("createdAt").ok().copied())
-            .map_or(Duration::ZERO, |t| {
-                Duration::from_millis(
-                    (mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis())
-                        .max(0) as u64,
-                )
-            });
-        metrics::outbox(&self.shard, pending, oldest);
-        Ok(())
+/// Waits (at most `limit`) until librdkafka is done with every delivery report. A delivery future
+/// resolves inside the report's callback, before librdkafka counts the message as done; a commit
+/// started then flushes, and that flush waits ~100 ms for its next poll. Measured on the local
+/// broker, one record per transaction: commit p50 1 ms / p90 101 ms without this wait, p99 6 ms
+/// with it (the relay's share of every record's latency).
+pub async fn reports_served(producer: &FutureProducer, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -160,6 +160,7 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
                 return Err(e.into());
             }
         }
+        outflow::relay::reports_served(&producer, Duration::from_secs(5)).await;
         producer.commit_transaction(Duration::from_secs(30))?;
     }
     Ok(records as f64 / started.elapsed().as_secs_f64())
@@ -206,6 +207,7 @@ pub async fn kafka_visibility(brokers: &str, txns: usize) -> anyhow::Result<Vec<
         if let Ok(Err((e, _))) = delivery.await {
             return Err(e.into());
         }
+        outflow::relay::reports_served(&producer, Duration::from_secs(5)).await;
         producer.commit_transaction(Duration::from_secs(30))?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
