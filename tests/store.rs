@@ -1,4 +1,5 @@
-//! The store against real Mongo: the owner-epoch fence, and re-delivered event ids skipped.
+//! The store against real Mongo: the owner-epoch fence, a takeover that does not wait for a killed
+//! owner's open transaction, and re-delivered event ids skipped.
 
 mod common;
 
@@ -101,6 +102,61 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
         resumed.next_offset,
         Some(1),
         "the offset was committed with the batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
+    let t = TestTopology::new("pipeline.toml");
+    let store = Store::connect(&env("OUTFLOW_MONGO_URI"), &t.prefix)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .ensure_collections(&t.topology)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (group, topic) = (&t.topology.kafka.group_id, &t.topology.sources[0].topic);
+    // a processor killed in the middle of a batch: its transaction holds the offsets document and
+    // is never committed or aborted (the claim stays alive so nothing aborts it on drop)
+    let killed = store
+        .claim_partition(group, topic, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    {
+        let mut session = killed.session.lock().await;
+        session
+            .start_transaction()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .database()
+            .collection::<mongodb::bson::Document>("offsets")
+            .update_one(
+                doc! { "_id": outflow::store::documents::offsets_id(group, topic, 0) },
+                doc! { "$set": { "nextOffset": 99_i64 } },
+            )
+            .session(&mut *session)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let started = std::time::Instant::now();
+    let successor = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.claim_partition(group, topic, 0),
+    )
+    .await;
+    let waited = started.elapsed();
+    let successor = successor
+        .unwrap_or_else(|_| panic!("the claim still waited after 30 s"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the claim waited {waited:?} for the dead owner's transaction (the server reaps it after 60 s)"
+    );
+    assert_eq!(successor.epoch, killed.epoch + 1);
+    assert_eq!(
+        successor.next_offset, None,
+        "the killed transaction's write was aborted, not committed"
     );
 }
 

@@ -31,6 +31,9 @@ pub struct PartitionClaim {
     /// The partition's last outbox `seq` as this owner knows it (read at the claim, advanced by
     /// each commit, refreshed when `outflow rebuild --emit` moved it).
     pub outbox_seq: Arc<AtomicI64>,
+    /// The session every batch of this claim runs in; its id is in the offsets document, so the
+    /// next owner can kill it (see `Store::claim_partition`).
+    pub session: Arc<tokio::sync::Mutex<ClientSession>>,
 }
 
 /// Why a batch's fence did not match, read from the offsets document after the abort.
@@ -61,15 +64,16 @@ impl Store {
         dlq_topic: &str,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<BatchReport, StoreError> {
-        let mut session = self.client.start_session().await?;
+        let mut session = claim.session.lock().await;
+        let session = &mut *session;
         let mut retrier = txn::Retrier::new(stop);
         loop {
             let mut clock = crate::metrics::PhaseClock::start();
-            retrier.begin(&mut session).await?;
+            retrier.begin(session).await?;
             let expected = claim.outbox_seq.load(Ordering::Acquire);
             match self
                 .attempt(
-                    &mut session,
+                    session,
                     claim,
                     (events, next_offset),
                     (runner, dlq_topic),
@@ -78,7 +82,7 @@ impl Store {
                 .await
             {
                 Ok((mut report, end_seq)) => {
-                    let committed = retrier.commit(&mut session).await?;
+                    let committed = retrier.commit(session).await?;
                     clock.lap("commit");
                     if committed {
                         claim.outbox_seq.store(end_seq, Ordering::Release);
@@ -86,7 +90,7 @@ impl Store {
                         return Ok(report);
                     }
                 }
-                Err(e) if e.is_transient() => retrier.recover(&mut session, e).await?,
+                Err(e) if e.is_transient() => retrier.recover(session, e).await?,
                 Err(e) => {
                     let _ = session.abort_transaction().await;
                     match self.why_unfenced(claim, expected).await {
@@ -102,7 +106,7 @@ impl Store {
                             claim.outbox_seq.store(seq, Ordering::Release);
                         }
                         Ok(Fence::Held) => return Err(e),
-                        Err(read) => retrier.recover(&mut session, read).await?,
+                        Err(read) => retrier.recover(session, read).await?,
                     }
                 }
             }

@@ -141,7 +141,14 @@ impl Store {
     }
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
-    /// offset (`None` when the partition was never processed).
+    /// offset (`None` when the partition was never processed) and the session its batches run in.
+    ///
+    /// The previous owner's session is killed first. A processor killed in the middle of a batch
+    /// leaves its transaction open on the server, holding the offsets document, and the epoch bump
+    /// would wait for the server to reap it (`transactionLifetimeLimitSeconds`, 60 s by default):
+    /// measured as a 61 s takeover after SIGKILL. Killing the session aborts that transaction at
+    /// once; where the server refuses (no `killAnySession` privilege), the takeover falls back to
+    /// that wait.
     pub async fn claim_partition(
         &self,
         group: &str,
@@ -149,13 +156,29 @@ impl Store {
         partition: i32,
     ) -> Result<PartitionClaim, StoreError> {
         let id = documents::offsets_id(group, topic, partition);
-        let doc = self
-            .db
-            .collection::<Document>(OFFSETS)
+        let offsets = self.db.collection::<Document>(OFFSETS);
+        let previous = offsets
+            .find_one(doc! { "_id": &id })
+            .projection(doc! { "ownerSession": 1 })
+            .await?
+            .and_then(|d| d.get_document("ownerSession").ok().cloned());
+        if let Some(previous) = previous {
+            let killed = self
+                .client
+                .database("admin")
+                .run_command(doc! { "killSessions": [previous] })
+                .await;
+            if let Err(e) = killed {
+                tracing::debug!(%topic, partition, "the previous owner's session was not killed: {e}");
+            }
+        }
+        let session = self.client.start_session().await?;
+        let doc = offsets
             .find_one_and_update(
                 doc! { "_id": &id },
                 doc! {
                     "$inc": { "epoch": 1_i64 },
+                    "$set": { "ownerSession": session.id().clone() },
                     "$setOnInsert": { "group": group, "topic": topic, "partition": partition, "outboxSeq": 0_i64 },
                 },
             )
@@ -164,6 +187,7 @@ impl Store {
             .await?;
         let doc = doc.unwrap_or_default();
         Ok(PartitionClaim {
+            session: std::sync::Arc::new(tokio::sync::Mutex::new(session)),
             group: group.to_string(),
             topic: topic.to_string(),
             partition,
