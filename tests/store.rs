@@ -35,8 +35,8 @@ fn dead_letter(topology: &outflow::config::Topology, offset: i64) -> BatchEvent 
     )))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_processor_with_a_stale_epoch_cannot_commit() {
+/// A fresh test topology and its store, collections and indexes created.
+async fn store_with_collections() -> (TestTopology, Store) {
     let t = TestTopology::new("pipeline.toml");
     let store = Store::connect(&env("OUTFLOW_MONGO_URI"), &t.prefix)
         .await
@@ -45,6 +45,12 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
         .ensure_collections(&t.topology)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (t, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_with_a_stale_epoch_cannot_commit() {
+    let (t, store) = store_with_collections().await;
     let runner = StageRunner::new(Arc::clone(&t.topology), HashMap::new(), HashMap::new());
     let (group, topic, dlq) = (
         &t.topology.kafka.group_id,
@@ -107,14 +113,7 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
-    let t = TestTopology::new("pipeline.toml");
-    let store = Store::connect(&env("OUTFLOW_MONGO_URI"), &t.prefix)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .ensure_collections(&t.topology)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (t, store) = store_with_collections().await;
     let (group, topic) = (&t.topology.kafka.group_id, &t.topology.sources[0].topic);
     // a processor killed in the middle of a batch: its transaction holds the offsets document and
     // is never committed or aborted (the claim stays alive so nothing aborts it on drop)
