@@ -100,6 +100,32 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
     }
 }
 
+/// Polls `url` every `every` until it answers 2xx or `timeout` passes; whether it did. What the
+/// test, bench and fault harnesses wait on (`/readyz`, `/healthz`) before they measure.
+pub async fn answers_ok(url: &str, timeout: Duration, every: Duration) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let ok = client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The URI with any password replaced, for logs and output.
 pub fn redact_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {

@@ -170,18 +170,9 @@ impl TestTopology {
 /// Waits up to 60 s for `{base}/readyz` to answer 200 (Kafka, registry, Mongo reachable; partitions
 /// assigned), and fails the test otherwise.
 pub async fn wait_ready(base: &str) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let up = eventually(Duration::from_secs(60), async || {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let url = format!("{base}/readyz");
+    let up = outflow::health::answers_ok(&url, Duration::from_secs(60), Duration::from_millis(250))
+        .await;
     assert!(up, "{base}/readyz never answered 200");
 }
 

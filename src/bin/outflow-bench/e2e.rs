@@ -98,26 +98,14 @@ impl Bench {
     /// partitions assigned): throughput is timed from there, as the ceilings are timed after
     /// their connections are set up.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ready = client
-                .get(format!("http://127.0.0.1:{}/readyz", self.port))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "outflow not ready after {timeout:?}; see {}",
-                self.path.with_file_name("outflow.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let ready = outflow::health::answers_ok(&url, timeout, Duration::from_millis(20)).await;
+        anyhow::ensure!(
+            ready,
+            "outflow not ready after {timeout:?}; see {}",
+            self.path.with_file_name("outflow.log").display()
+        );
+        Ok(())
     }
 
     /// Produces `events` events (keys over `entities` entities), at most `rate` per second.

@@ -450,26 +450,12 @@ async fn wait_for(timeout: Duration, done: impl Fn() -> bool) -> bool {
 /// Waits until every member answers `/healthz`.
 async fn wait_healthy(fleet: &Mutex<Fleet>, timeout: Duration) -> anyhow::Result<()> {
     let admins: Vec<String> = lock(fleet)?.members.iter().map(|m| m.admin()).collect();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
     let deadline = Instant::now() + timeout;
     for admin in admins {
-        loop {
-            let ok = client
-                .get(format!("http://{admin}/healthz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{admin} not healthy after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let url = format!("http://{admin}/healthz");
+        let healthy = outflow::health::answers_ok(&url, left, Duration::from_millis(250)).await;
+        anyhow::ensure!(healthy, "{admin} not healthy after {timeout:?}");
     }
     Ok(())
 }
