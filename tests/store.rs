@@ -129,7 +129,7 @@ async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
             .unwrap_or_else(|e| panic!("{e}"));
         store
             .database()
-            .collection::<mongodb::bson::Document>("offsets")
+            .collection::<mongodb::bson::Document>(outflow::store::documents::OFFSETS)
             .update_one(
                 doc! { "_id": outflow::store::documents::offsets_id(group, topic, 0) },
                 doc! { "$set": { "nextOffset": 99_i64 } },

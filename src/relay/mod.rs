@@ -31,7 +31,7 @@ pub use publisher::PublishError;
 
 use crate::config::Topology;
 use crate::store::Store;
-use crate::store::documents::{OFFSETS, shard_of};
+use crate::store::documents::{OFFSETS, shard_of, shard_of_offsets_id};
 use lease::Lease;
 use members::Share;
 use publisher::ShardPublisher;
@@ -55,7 +55,7 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
         .iter()
         .map(|s| (s.clone(), Arc::new(Notify::new())))
         .collect();
-    let watcher = tokio::spawn(watch_outbox(store.clone(), wakers.clone(), stop.clone()));
+    let watcher = tokio::spawn(wake_on_appends(store.clone(), wakers.clone(), stop.clone()));
     let share = Share::new(shards.len());
     let membership = members::join(
         store.clone(),
@@ -166,7 +166,7 @@ async fn own_shard(
 /// shard's outbox (a batch, a rebuild's emit) moves `outboxSeq` there in the same transaction, so
 /// one change event per batch says what one event per outbox record said before, at a fraction
 /// of the store's work. Polling (`relay.poll_interval_ms`) covers a broken stream.
-async fn watch_outbox(
+async fn wake_on_appends(
     store: Store,
     wakers: HashMap<String, Arc<Notify>>,
     mut stop: watch::Receiver<bool>,
@@ -207,30 +207,5 @@ async fn watch_outbox(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-/// The outbox shard of the partition an offsets document (`group/topic/partition`) belongs to.
-fn shard_of_offsets_id(id: &str) -> Option<String> {
-    let mut parts = id.rsplitn(3, '/');
-    let partition: i32 = parts.next()?.parse().ok()?;
-    let topic = parts.next()?;
-    parts.next()?; // the group (it may hold a `/`; topic names cannot)
-    Some(shard_of(topic, partition))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shard_of_offsets_id;
-    use crate::store::documents::{offsets_id, shard_of};
-
-    #[test]
-    fn an_offsets_id_names_its_shard() {
-        assert_eq!(
-            shard_of_offsets_id(&offsets_id("team/group", "quote-events", 3)),
-            Some(shard_of("quote-events", 3))
-        );
-        assert_eq!(shard_of_offsets_id("quote-events/3"), None);
-        assert_eq!(shard_of_offsets_id("g/quote-events/x"), None);
     }
 }

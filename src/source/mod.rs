@@ -229,7 +229,7 @@ impl SourceContext {
     }
 
     fn start_workers(&self, split: Vec<SplitPartition>) {
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+        let Some(consumer) = self.consumer.get() else {
             return;
         };
         let Ok(mut workers) = self.workers.lock() else {
@@ -248,7 +248,7 @@ impl SourceContext {
                 source,
                 claim,
                 queue,
-                Arc::downgrade(&consumer),
+                Weak::clone(consumer),
                 stop_rx,
                 self.failures.clone(),
             ));
@@ -324,33 +324,27 @@ pub async fn run(
         .collect();
     consumer.subscribe(&topics)?;
     tracing::info!(?topics, group = %topology.kafka.group_id, "processor subscribed");
-    loop {
+    let outcome = loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = stop.changed() => break Ok(()),
             Some(failure) = failed.recv() => {
                 tracing::error!("{failure}");
-                consumer.context().stop_workers(&[]);
-                close(consumer).await;
-                return Err(failure);
+                break Err(failure);
             }
             message = consumer.recv() => match message {
                 // Every assigned partition has its own queue, split inside the rebalance callback
                 // before this loop can see a record; a record here means that went wrong.
-                Ok(m) => {
-                    let stray = SourceError::StrayRecord { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
-                    drop(m);
-                    consumer.context().stop_workers(&[]);
-                    close(consumer).await;
-                    return Err(stray);
-                }
+                Ok(m) => break Err(SourceError::StrayRecord { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() }),
                 Err(e) => tracing::warn!("consumer: {e}"),
             },
         }
-    }
+    };
     consumer.context().stop_workers(&[]);
-    consumer.unsubscribe();
+    if outcome.is_ok() {
+        consumer.unsubscribe();
+    }
     close(consumer).await;
-    Ok(())
+    outcome
 }
 
 /// How long leaving the group may take before the processor gives up on a clean leave.
