@@ -55,6 +55,132 @@ fn to_raw(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
     }
 }
 
+/// Records collected for one batch: counted against `max_records` and `max_bytes`, with the time
+/// the first arrived (its linger starts there).
+struct Batch {
+    records: Vec<RawRecord>,
+    bytes: usize,
+    first_at: tokio::time::Instant,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            bytes: 0,
+            first_at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Batch {
+    fn push(&mut self, record: RawRecord) {
+        if self.records.is_empty() {
+            self.first_at = tokio::time::Instant::now();
+        }
+        self.bytes += record.size();
+        self.records.push(record);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn is_full(&self, limits: &crate::config::BatchSettings) -> bool {
+        self.records.len() >= limits.max_records || self.bytes >= limits.max_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, bytes: usize) -> RawRecord {
+        RawRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: None,
+            value: Some(vec![0; bytes]),
+            event_id_header: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_full_at_either_limit_and_lingers_from_its_first_record() {
+        let limits = crate::config::BatchSettings {
+            max_records: 3,
+            max_bytes: 100,
+            linger: Duration::from_millis(20),
+        };
+        let mut batch = Batch::default();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let before = tokio::time::Instant::now();
+        batch.push(record(0, 10));
+        let first = batch.first_at;
+        assert!(
+            first >= before,
+            "linger starts at the first record, not at the batch's making"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        batch.push(record(1, 10));
+        assert_eq!(batch.first_at, first, "later records do not move it");
+        assert!(!batch.is_full(&limits));
+        batch.push(record(2, 10));
+        assert!(batch.is_full(&limits), "3 records");
+        let mut big = Batch::default();
+        big.push(record(0, 100));
+        assert!(big.is_full(&limits), "100 bytes");
+    }
+}
+
+/// The partition's offset as committed to Kafka, for lag tools only (the truth is the offset
+/// stored with each batch in Mongo): at most once a second, as `auto.commit.interval.ms` would,
+/// since a commit per batch was a write to `__consumer_offsets` per transaction.
+#[derive(Default)]
+struct LagOffset {
+    pending: Option<i64>,
+    committed_at: Option<Instant>,
+}
+
+impl LagOffset {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn stored(
+        &mut self,
+        next_offset: i64,
+        consumer: &Weak<StreamConsumer<SourceContext>>,
+        claim: &PartitionClaim,
+    ) {
+        self.pending = Some(next_offset);
+        if self
+            .committed_at
+            .is_none_or(|at| at.elapsed() >= Self::EVERY)
+        {
+            self.flush(consumer, claim);
+        }
+    }
+
+    fn flush(&mut self, consumer: &Weak<StreamConsumer<SourceContext>>, claim: &PartitionClaim) {
+        let (Some(offset), Some(consumer)) = (self.pending.take(), consumer.upgrade()) else {
+            return;
+        };
+        self.committed_at = Some(Instant::now());
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(
+                &claim.topic,
+                claim.partition,
+                rdkafka::Offset::Offset(offset),
+            )
+            .is_ok()
+        {
+            let _ = consumer.commit(&tpl, CommitMode::Async);
+        }
+    }
+}
+
 /// Runs until the partition is revoked, the process stops, or another processor fences this one.
 pub async fn run(
     shared: Arc<Shared>,
@@ -67,31 +193,49 @@ pub async fn run(
 ) {
     let limits = source.batch;
     tracing::info!(topic = %claim.topic, partition = claim.partition, epoch = claim.epoch, next_offset = ?claim.next_offset, "partition assigned");
+    // records taken off the queue while the previous batch was committing: the next batch
+    let mut next = Batch::default();
+    let mut lag_offset = LagOffset::default();
     loop {
-        let mut records: Vec<RawRecord> = Vec::new();
-        let mut bytes = 0;
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            message = queue.recv() => match message {
-                Ok(m) => { let r = received(&m); bytes += r.size(); records.push(r); }
-                Err(e) => { tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"); continue; }
-            },
-        }
-        let mut clock = metrics::PhaseClock::start();
-        let deadline = tokio::time::Instant::now() + limits.linger;
-        while records.len() < limits.max_records && bytes < limits.max_bytes && !*stop.borrow() {
+        let mut records = std::mem::take(&mut next);
+        if records.is_empty() {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
+                biased;
                 _ = stop.changed() => break,
                 message = queue.recv() => match message {
-                    Ok(m) => { let r = received(&m); bytes += r.size(); records.push(r); }
-                    Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
+                    Ok(m) => records.push(received(&m)),
+                    Err(e) => { tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"); continue; }
                 },
             }
         }
+        let mut clock = metrics::PhaseClock::start();
+        // linger counts from the batch's first record: after a long commit the next batch is
+        // due at once, so a busy partition never waits on top of its own transaction
+        let deadline = records.first_at + limits.linger;
+        while !records.is_full(&limits) && !*stop.borrow() {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                message = queue.recv() => match message {
+                    Ok(m) => records.push(received(&m)),
+                    Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
         clock.lap("collect");
-        match process(&shared, &source, &claim, &records, &stop, clock).await {
+        let work = process(&shared, &source, &claim, &records.records, &stop, clock);
+        tokio::pin!(work);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                message = queue.recv(), if !next.is_full(&limits) => match message {
+                    Ok(m) => next.push(received(&m)),
+                    Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
+                },
+            }
+        };
+        match outcome {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => {
                 tracing::warn!(topic = %claim.topic, partition = claim.partition, epoch = claim.epoch, "fenced: another processor owns this partition now; stopping it here");
@@ -107,22 +251,11 @@ pub async fn run(
                 break;
             }
         }
-        if let (Some(last), Some(consumer)) = (records.last(), consumer.upgrade()) {
-            let mut tpl = TopicPartitionList::new();
-            if tpl
-                .add_partition_offset(
-                    &claim.topic,
-                    claim.partition,
-                    rdkafka::Offset::Offset(last.offset + 1),
-                )
-                .is_ok()
-            {
-                // for lag tools only: the truth is the offset stored with the batch in Mongo
-                let _ = consumer.commit(&tpl, CommitMode::Async);
-            }
-            drop(tpl);
+        if let Some(last) = records.records.last() {
+            lag_offset.stored(last.offset + 1, &consumer, &claim);
         }
     }
+    lag_offset.flush(&consumer, &claim);
     tracing::info!(topic = %claim.topic, partition = claim.partition, "partition released");
 }
 
