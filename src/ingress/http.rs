@@ -81,7 +81,7 @@ async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Respon
         map.insert(field.clone(), Json::String(event_id.clone()));
     }
     let key = match &ctx.route.key {
-        Some(program) => match program.run_one(&event) {
+        Some(program) => match program.run_one(&crate::stage::jq::JqValue::from_json(&event)) {
             Ok(Json::String(s)) if !s.is_empty() => Some(s),
             Ok(Json::Number(n)) => Some(n.to_string()),
             Ok(other) => {

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
+use super::jq::JqValue;
 use super::{Stage, StageInput, StageOutput};
 use crate::config::{EmitDef, Source, StageDef, StageKind, Topology};
 use crate::schema::{codec, json as avro_json};
@@ -76,7 +77,11 @@ impl StageRunner {
         event: &Json,
         meta: &Json,
     ) -> Result<Option<Routed>, StageFailure> {
-        let input = json!({ "event": event, "state": null, "meta": meta });
+        let input = JqValue::object([
+            ("event", JqValue::from_json(event)),
+            ("state", JqValue::from_json(&Json::Null)),
+            ("meta", JqValue::from_json(meta)),
+        ]);
         for (index, stage) in self.topology.stages.iter().enumerate() {
             if stage.source != source.name {
                 continue;
@@ -126,12 +131,23 @@ impl StageRunner {
         };
         match &stage.kind {
             StageKind::Jq { state: program } => {
-                let input = json!({ "event": event, "state": state, "meta": meta });
+                // each part converted once, shared by the state program and every emit's
+                let (event, meta) = (JqValue::from_json(event), JqValue::from_json(meta));
+                let previous = JqValue::from_json(state.unwrap_or(&Json::Null));
+                let input = JqValue::object([
+                    ("event", event.clone()),
+                    ("state", previous.clone()),
+                    ("meta", meta.clone()),
+                ]);
                 let new_state = program
                     .run_one(&input)
                     .map_err(|e| failure("stage-error", stage, e.to_string()))?;
-                let emit_input =
-                    json!({ "event": event, "state": new_state, "previous": state, "meta": meta });
+                let emit_input = JqValue::object([
+                    ("event", event),
+                    ("state", JqValue::from_json(&new_state)),
+                    ("previous", previous),
+                    ("meta", meta),
+                ]);
                 let mut outbox = Vec::new();
                 for emit in &stage.emits {
                     if let Some(when) = &emit.when
