@@ -18,7 +18,9 @@ use crate::store::documents::OUTBOX;
 
 /// Published records are deleted once this many have piled up, or this long after the last
 /// delete, whichever comes first: one delete per many transactions costs the store far fewer
-/// round trips and index updates.
+/// round trips and index updates (deleting every 500 ms instead made batch transactions ~1.5×
+/// slower). Each shard starts at a random point of the period: 6 shards deleting at the same
+/// moment every 2 s cut the processor's batches per second by two thirds for that moment.
 const CLEAN_UP_RECORDS: i64 = 5_000;
 const CLEAN_UP_EVERY: Duration = Duration::from_secs(2);
 /// How often the outbox gauges (pending, oldest age) are refreshed: they cost two queries.
@@ -59,7 +61,7 @@ async fn tidy(store: Store, shard: Arc<str>, mut published: watch::Receiver<i64>
     let outbox = store.database().collection::<Document>(OUTBOX);
     // the first delete is unbounded below: a previous owner may have left anything up to here
     let mut cleaned: Option<i64> = None;
-    let mut due = tokio::time::Instant::now();
+    let mut due = tokio::time::Instant::now() + CLEAN_UP_EVERY.mul_f64(rand::random::<f64>());
     let mut gauge_due = tokio::time::Instant::now();
     loop {
         let open = tokio::select! {
