@@ -11,13 +11,17 @@ use serde_json::json;
 
 /// Batch transactions of `batch` events, each an event-log insert, an entity upsert and an outbox
 /// insert (the documents outflow writes), plus the offsets update, in one `bulkWrite` per
-/// transaction: events/s.
-pub async fn mongo(uri: &str, batch: usize, events: usize) -> anyhow::Result<f64> {
+/// transaction: events/s. With `indexes`, the collections carry outflow's secondary indexes too
+/// (the event log's entity/version index, the outbox's unique shard/seq index).
+pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> anyhow::Result<f64> {
     let client = Client::with_uri_str(uri).await?;
     let db_name = format!("bench_raw_{}", uuid::Uuid::now_v7().simple());
     let db = client.database(&db_name);
     for c in ["event_log", "account", "outbox", "offsets"] {
         db.create_collection(c).await?;
+    }
+    if indexes {
+        outflow::store::create_indexes(&db).await?;
     }
     let payload = json!({"notes": "x".repeat(900), "amount": 1.5});
     let state = json!({"count": 1, "total": 1.5});
