@@ -91,50 +91,6 @@ impl Batch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(offset: i64, bytes: usize) -> RawRecord {
-        RawRecord {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            timestamp: None,
-            key: None,
-            value: Some(vec![0; bytes]),
-            event_id_header: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_batch_is_full_at_either_limit_and_lingers_from_its_first_record() {
-        let limits = crate::config::BatchSettings {
-            max_records: 3,
-            max_bytes: 100,
-            linger: Duration::from_millis(20),
-        };
-        let mut batch = Batch::default();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let before = tokio::time::Instant::now();
-        batch.push(record(0, 10));
-        let first = batch.first_at;
-        assert!(
-            first >= before,
-            "linger starts at the first record, not at the batch's making"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        batch.push(record(1, 10));
-        assert_eq!(batch.first_at, first, "later records do not move it");
-        assert!(!batch.is_full(&limits));
-        batch.push(record(2, 10));
-        assert!(batch.is_full(&limits), "3 records");
-        let mut big = Batch::default();
-        big.push(record(0, 100));
-        assert!(big.is_full(&limits), "100 bytes");
-    }
-}
-
 /// The partition's offset as committed to Kafka, for lag tools only (the truth is the offset
 /// stored with each batch in Mongo): at most once a second, as `auto.commit.interval.ms` would,
 /// since a commit per batch was a write to `__consumer_offsets` per transaction.
@@ -320,4 +276,48 @@ async fn process(
     tracing::debug!(topic = %claim.topic, partition = claim.partition, records = records.len(), processed = report.processed,
         duplicates = report.duplicates, dead = report.dead_letters.len(), "batch committed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, bytes: usize) -> RawRecord {
+        RawRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: None,
+            value: Some(vec![0; bytes]),
+            event_id_header: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_full_at_either_limit_and_lingers_from_its_first_record() {
+        let limits = crate::config::BatchSettings {
+            max_records: 3,
+            max_bytes: 100,
+            linger: Duration::from_millis(20),
+        };
+        let mut batch = Batch::default();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let before = tokio::time::Instant::now();
+        batch.push(record(0, 10));
+        let first = batch.first_at;
+        assert!(
+            first >= before,
+            "linger starts at the first record, not at the batch's making"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        batch.push(record(1, 10));
+        assert_eq!(batch.first_at, first, "later records do not move it");
+        assert!(!batch.is_full(&limits));
+        batch.push(record(2, 10));
+        assert!(batch.is_full(&limits), "3 records");
+        let mut big = Batch::default();
+        big.push(record(0, 100));
+        assert!(big.is_full(&limits), "100 bytes");
+    }
 }

@@ -130,6 +130,8 @@ struct Latency {
     p99_to_batch: i64,
     /// p99 of source append → the partition worker got the record (from the processor).
     p99_received: f64,
+    /// Median and p99 of the relay's Kafka transactions (`outflow_relay_txn_seconds`), seconds.
+    relay_txn: [f64; 2],
     /// p99 of each phase of a batch (`outflow_batch_phase_seconds`), in the order they run.
     p99_phases: Vec<(String, f64)>,
 }
@@ -175,6 +177,13 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
     let mut seen = reader.await??;
     let median_txn = bench.txn_seconds("0.5").await.unwrap_or(0.0);
     let p99_txn = bench.txn_seconds("0.99").await.unwrap_or(0.0);
+    let mut relay_txn = [0.0; 2];
+    for (q, slot) in ["0.5", "0.99"].iter().zip(relay_txn.iter_mut()) {
+        *slot = bench
+            .summary(outflow::metrics::RELAY_TXN_SECONDS, q)
+            .await
+            .unwrap_or(-1.0);
+    }
     let p99_received = bench
         .summary("outflow_source_record_age_seconds", "0.99")
         .await
@@ -194,6 +203,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         p99: quantile(l, 0.99),
         median_txn,
         p99_txn,
+        relay_txn,
         p99_to_relay: quantile(&mut seen.to_relay, 0.99),
         p99_after_relay: quantile(&mut seen.after_relay, 0.99),
         p99_to_batch: quantile(&mut seen.to_batch, 0.99),
@@ -257,13 +267,16 @@ fn latency_rows(lat: &Latency, rate: f64) -> Vec<(String, String, String, Option
         format!(
             "at {rate:.0} events/s; batch txn median {:.1} ms, p99 {:.1} ms; target p99 ≤ \
              {p99_target:.0} ms; p99 split: append → worker got it {:.0} ms, → batch built {} ms, \
-             → relay send {} ms, relay send → visible {} ms",
+             → relay send {} ms, relay send → visible {} ms; relay Kafka txn median {:.0} ms, \
+             p99 {:.0} ms",
             lat.median_txn * 1000.0,
             lat.p99_txn * 1000.0,
             lat.p99_received * 1000.0,
             lat.p99_to_batch,
             lat.p99_to_relay,
-            lat.p99_after_relay
+            lat.p99_after_relay,
+            lat.relay_txn[0] * 1000.0,
+            lat.relay_txn[1] * 1000.0
         ),
         Some(p99 >= 0 && (p99 as f64) <= p99_target),
     ));
