@@ -349,6 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn an_object_of_converted_parts_keeps_their_order_and_values() {
+        let event = JqValue::from_json(&json!({"by": 2}));
+        let input = JqValue::object([
+            ("event", event.clone()),
+            ("state", JqValue::from_json(&json!({"n": 40}))),
+            ("meta", JqValue::from_json(&json!({"offset": 7}))),
+        ]);
+        let keys = program("to_entries | map(.key)").run_one(&input).ok();
+        assert_eq!(keys, Some(json!(["event", "state", "meta"])));
+        let sum = program(".state.n + .event.by + .meta.offset")
+            .run_one(&input)
+            .ok();
+        assert_eq!(sum, Some(json!(49)));
+        let again = JqValue::object([("event", event)]);
+        assert_eq!(program(".event.by").run_one(&again).ok(), Some(json!(2)));
+    }
+
+    #[test]
     fn truthiness_follows_jq() {
         assert_eq!(
             program(".a")

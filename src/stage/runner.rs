@@ -131,7 +131,8 @@ impl StageRunner {
         };
         match &stage.kind {
             StageKind::Jq { state: program } => {
-                // each part converted once, shared by the state program and every emit's
+                // each part converted once, shared by the state program and every emit's; keys
+                // in the order the serde_json objects gave them before (preserve_order is on)
                 let (event, meta) = (JqValue::from_json(event), JqValue::from_json(meta));
                 let previous = JqValue::from_json(state.unwrap_or(&Json::Null));
                 let input = JqValue::object([
