@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
 use outflow::config::Topology;
-use outflow::ingress::EventProducer;
+use outflow::ingress::{EventProducer, ProduceError};
 use outflow::schema::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -352,7 +352,12 @@ pub fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
 }
 
 /// Produces the events of `quotes` in order per quote (quotes in parallel), each with its event id header.
+///
+/// Like a real client, it sends an event again when Kafka did not acknowledge it in time (a broker
+/// restart can hold a send past its deadline). The event may then be on the topic twice, which
+/// outflow must absorb by event id.
 pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
+    const ATTEMPTS: usize = 3;
     let producer = t.producer();
     let topic = t.topic("quote-events");
     let results: Vec<Result<(), String>> = futures::stream::iter(quotes)
@@ -361,10 +366,14 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
             async move {
                 for (kind, event) in quote_events(quote) {
                     let id = event["eventId"].as_str().unwrap_or_default().to_string();
-                    producer
-                        .produce(topic, Some(kind), &event, &id)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut attempt = 1;
+                    while let Err(e) = producer.produce(topic, Some(kind), &event, &id).await {
+                        if attempt == ATTEMPTS || !matches!(e, ProduceError::Kafka(_)) {
+                            return Err(format!("{id}: {e} ({ATTEMPTS} attempts)"));
+                        }
+                        eprintln!("produce_quotes: {id}: {e}; sending it again");
+                        attempt += 1;
+                    }
                 }
                 Ok(())
             }
