@@ -208,6 +208,9 @@ impl Runtime {
                 registry: Arc::clone(&self.registry),
                 runner: Arc::clone(&self.runner),
                 joined,
+                commit_slots: Arc::new(tokio::sync::Semaphore::new(
+                    self.topology.mongo.max_concurrent_batches,
+                )),
             });
             source::run(Arc::clone(&self.topology), shared, stop.clone()).await
         } else {

@@ -207,3 +207,44 @@ fn graph_matches_its_snapshot() {
     assert_eq!(code, 0);
     assert!(dot.starts_with("digraph \"insurance\" {") && dot.trim_end().ends_with('}'));
 }
+
+/// `tests/topologies/minimal.toml` with `line` added to its `[mongo]` table.
+fn minimal_with_mongo_line(line: &str) -> Result<config::Loaded, ConfigError> {
+    let file = Path::new("tests/topologies/minimal.toml");
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{e}"));
+    let text = text.replacen(
+        "database = \"minimal\"",
+        &format!("database = \"minimal\"\n{line}"),
+        1,
+    );
+    let env = |_: &str| None;
+    let ctx = config::Context {
+        base_dir: Path::new("tests/topologies"),
+        env: &env,
+        custom_stages: &[],
+    };
+    config::parse(file, &text, &ctx)
+}
+
+#[test]
+fn concurrent_batches_default_is_read_and_bounded() {
+    let loaded = minimal_with_mongo_line("").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.topology.mongo.max_concurrent_batches,
+        config::MongoSettings::DEFAULT_CONCURRENT_BATCHES
+    );
+    let loaded =
+        minimal_with_mongo_line("max_concurrent_batches = 3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.topology.mongo.max_concurrent_batches, 3);
+    match minimal_with_mongo_line("max_concurrent_batches = 0") {
+        Err(ConfigError::Invalid { diagnostics, .. }) => {
+            let d = &diagnostics[0];
+            assert_eq!(
+                (d.code, d.path.as_str(), d.line),
+                ("E015", "mongo.max_concurrent_batches", 11)
+            );
+            assert!(d.message.contains("expected 1 to"), "{}", d.message);
+        }
+        other => panic!("0 must be refused: {:?}", other.err()),
+    }
+}

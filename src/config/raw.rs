@@ -82,6 +82,7 @@ pub struct RawRegistry {
 pub struct RawMongo {
     pub uri: Option<SStr>,
     pub database: Option<SStr>,
+    pub max_concurrent_batches: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +167,7 @@ pub fn known_keys(path: &str) -> &'static [&'static str] {
         "topology" => &["name"],
         "kafka" => &["brokers", "group_id", "properties"],
         "registry" => &["url", "compatibility", "auto_register"],
-        "mongo" => &["uri", "database"],
+        "mongo" => &["uri", "database", "max_concurrent_batches"],
         "relay" => &[
             "batch_records",
             "poll_interval_ms",

@@ -118,9 +118,16 @@ impl Validator<'_, '_> {
         let uri = uri.and_then(|u| self.expanded(u, "mongo.uri"));
         let database = self.required_key(&m.database, raw.span(), "mongo", "database");
         let database = database.and_then(|d| self.expanded(d, "mongo.database"));
+        let max_concurrent_batches = self.positive_key(
+            &m.max_concurrent_batches,
+            "mongo.max_concurrent_batches",
+            MongoSettings::DEFAULT_CONCURRENT_BATCHES as i64,
+            1024,
+        ) as usize;
         Some(MongoSettings {
             uri: uri?,
             database: database?,
+            max_concurrent_batches,
         })
     }
 

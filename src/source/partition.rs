@@ -24,6 +24,8 @@ pub struct Shared {
     pub runner: Arc<crate::stage::StageRunner>,
     /// Set once the consumer joined its group (for `/readyz`).
     pub joined: Arc<std::sync::atomic::AtomicBool>,
+    /// `mongo.max_concurrent_batches` permits: a batch holds one from its decode to its commit.
+    pub commit_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A record as its worker got it (its age there goes to the metrics).
@@ -80,6 +82,25 @@ impl Batch {
         }
         self.bytes += record.size();
         self.records.push(record);
+    }
+
+    /// Takes a message off the partition's queue into the batch; a consume error (no record) is
+    /// logged and leaves the batch as it was. Returns whether a record was taken.
+    fn take(
+        &mut self,
+        message: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+        claim: &PartitionClaim,
+    ) -> bool {
+        match message {
+            Ok(m) => {
+                self.push(received(&m));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}");
+                false
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -152,16 +173,13 @@ pub async fn run(
     // records taken off the queue while the previous batch was committing: the next batch
     let mut next = Batch::default();
     let mut lag_offset = LagOffset::default();
-    loop {
+    'batches: loop {
         let mut records = std::mem::take(&mut next);
         if records.is_empty() {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                message = queue.recv() => match message {
-                    Ok(m) => records.push(received(&m)),
-                    Err(e) => { tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"); continue; }
-                },
+                message = queue.recv() => if !records.take(message, &claim) { continue },
             }
         }
         let mut clock = metrics::PhaseClock::start();
@@ -172,25 +190,30 @@ pub async fn run(
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                message = queue.recv() => match message {
-                    Ok(m) => records.push(received(&m)),
-                    Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
-                },
+                message = queue.recv() => { records.take(message, &claim); },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         clock.lap("collect");
+        // waiting for a commit slot, the batch keeps growing: fewer, larger transactions
+        let slot = loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break 'batches, // nothing stored: Kafka redelivers them
+                slot = shared.commit_slots.acquire() => break slot.ok(),
+                message = queue.recv(), if !records.is_full(&limits) => { records.take(message, &claim); },
+            }
+        };
+        clock.lap("slot");
         let work = process(&shared, &source, &claim, &records.records, &stop, clock);
         tokio::pin!(work);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
-                message = queue.recv(), if !next.is_full(&limits) => match message {
-                    Ok(m) => next.push(received(&m)),
-                    Err(e) => tracing::warn!(topic = %claim.topic, partition = claim.partition, "consume error: {e}"),
-                },
+                message = queue.recv(), if !next.is_full(&limits) => { next.take(message, &claim); },
             }
         };
+        drop(slot);
         match outcome {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => {

@@ -26,6 +26,8 @@ pub struct Knobs {
     pub linger_ms: u64,
     /// `relay.batch_records`.
     pub relay_batch: usize,
+    /// `mongo.max_concurrent_batches`.
+    pub concurrent: usize,
 }
 
 /// A generated benchmark topology and the `outflow run` process on it.
@@ -56,6 +58,7 @@ impl Bench {
             .replace("@ROOT@", &root)
             .replace("@BATCH@", &knobs.batch.to_string())
             .replace("@LINGER@", &knobs.linger_ms.to_string())
+            .replace("@CONCURRENT@", &knobs.concurrent.to_string())
             .replace("@RELAY_BATCH@", &knobs.relay_batch.to_string())
             .replace("@HTTP_PORT@", &port.to_string());
         let dir = PathBuf::from(format!("target/bench/{prefix}"));

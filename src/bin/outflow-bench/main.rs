@@ -32,6 +32,9 @@ struct Args {
     /// How long a processor batch waits to fill (`sources.batch.linger_ms`).
     #[arg(long, default_value_t = 20)]
     linger_ms: u64,
+    /// Partition batches in their Mongo transaction at once (`mongo.max_concurrent_batches`).
+    #[arg(long, default_value_t = outflow::config::MongoSettings::DEFAULT_CONCURRENT_BATCHES)]
+    concurrent_batches: usize,
     /// Records per relay Kafka transaction at most (`relay.batch_records`).
     #[arg(long, default_value_t = 1000)]
     relay_batch: usize,
@@ -57,6 +60,9 @@ struct Args {
     /// Only the latency measurement, at this many events/s (for tuning; no ceilings).
     #[arg(long)]
     latency_only: Option<f64>,
+    /// Only the end-to-end throughput run (for tuning; no ceilings, so no ratio).
+    #[arg(long)]
+    throughput_only: bool,
 }
 
 fn env(name: &str, default: &str) -> String {
@@ -191,7 +197,9 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
     let mut p99_phases = bench
         .summaries("outflow_batch_phase_seconds", "phase", "0.99")
         .await;
-    let order = ["collect", "decode", "read", "fold", "write", "commit"];
+    let order = [
+        "collect", "slot", "decode", "read", "fold", "write", "commit",
+    ];
     p99_phases.sort_by_key(|(phase, _)| order.iter().position(|o| o == phase));
     let _ = child.kill();
     let _ = child.wait();
@@ -306,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
         batch: args.batch,
         linger_ms: args.linger_ms,
         relay_batch: args.relay_batch,
+        concurrent: args.concurrent_batches,
     };
     if let Some(rate) = args.latency_only {
         eprintln!(
@@ -314,6 +323,19 @@ async fn main() -> anyhow::Result<()> {
         );
         let lat = latency(&args, knobs, rate).await?;
         print_table(&latency_rows(&lat, rate));
+        return Ok(());
+    }
+    if args.throughput_only {
+        eprintln!("outflow end to end, {} events, {knobs:?} ...", args.events);
+        let run = end_to_end(&args, knobs, args.events).await?;
+        println!(
+            "outflow end to end: {:.0} events/s; exactly once: {}",
+            run.rate, run.exactly_once
+        );
+        anyhow::ensure!(
+            run.exactly_once,
+            "the exactly-once check failed: the figure above is not valid"
+        );
         return Ok(());
     }
     if args.rss_only {
@@ -444,7 +466,8 @@ async fn main() -> anyhow::Result<()> {
     print_table(&rows);
     let report = json!({
         "events": args.events, "batch": args.batch, "linger_ms": args.linger_ms,
-        "relay_batch": args.relay_batch, "entities": args.entities,
+        "relay_batch": args.relay_batch, "concurrent_batches": args.concurrent_batches,
+        "entities": args.entities,
         "mongo_ceiling": mongo.iter().map(|(b, r)| json!({"batch": b, "events_per_s": r})).collect::<Vec<_>>(),
         "mongo_ceiling_with_indexes": { "batch": args.batch, "events_per_s": indexed },
         "kafka_ceiling": kafka,
