@@ -121,10 +121,12 @@ async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Respon
         ),
         Err(e) => {
             tracing::warn!(event_id, "ingress could not produce: {e}");
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": "Kafka or the schema registry is unavailable; nothing was written", "eventId": event_id }),
-            );
+            let body = if e.may_be_written() {
+                json!({ "error": "Kafka did not acknowledge the event in time; it may have been written: send it again with `Idempotency-Key` set to this eventId (outflow processes it once)", "eventId": event_id })
+            } else {
+                json!({ "error": "Kafka or the schema registry is unavailable; nothing was written", "eventId": event_id })
+            };
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, body);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));

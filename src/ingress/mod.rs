@@ -14,7 +14,8 @@ use crate::schema::codec;
 use crate::schema::json::{FieldError, json_to_avro};
 use crate::schema::registry::{Registry, RegistryError};
 
-/// Why an event was not produced. Nothing was written in any of these cases.
+/// Why an event was not produced. Nothing was written, except perhaps on a Kafka timeout (see
+/// [`ProduceError::may_be_written`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("no source reads topic `{0}`")]
@@ -38,6 +39,23 @@ pub enum ProduceError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]
     Encode(#[from] codec::CodecError),
+}
+
+impl ProduceError {
+    /// Whether the event may be on the topic after all: a send that timed out in flight can still
+    /// have been written by the broker (librdkafka's `message.timeout.ms`), so the caller must
+    /// send it again with the same event id, which outflow processes once.
+    pub fn may_be_written(&self) -> bool {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        matches!(
+            self,
+            Self::Kafka(
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut
+                ) | KafkaError::Canceled
+            )
+        )
+    }
 }
 
 /// Where an acknowledged event landed.
@@ -181,5 +199,21 @@ impl EventProducer {
             .await
             .map_err(|(e, _)| e)?;
         Ok((delivery.partition, delivery.offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProduceError;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_a_send_that_timed_out_may_have_been_written() {
+        let kafka = |code| ProduceError::Kafka(KafkaError::MessageProduction(code));
+        assert!(kafka(RDKafkaErrorCode::MessageTimedOut).may_be_written());
+        assert!(kafka(RDKafkaErrorCode::RequestTimedOut).may_be_written());
+        assert!(!kafka(RDKafkaErrorCode::QueueFull).may_be_written());
+        assert!(!kafka(RDKafkaErrorCode::UnknownTopicOrPartition).may_be_written());
+        assert!(!ProduceError::MissingKey("quoteId".into()).may_be_written());
     }
 }

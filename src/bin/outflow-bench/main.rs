@@ -9,6 +9,7 @@
 
 mod ceilings;
 mod e2e;
+mod table;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
+use table::{Latency, Row, latency_rows, memory_row, print_table};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks outflow end to end against the raw Mongo and Kafka ceilings")]
@@ -123,32 +125,6 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     })
 }
 
-/// What the latency run measured, in ms (and the median batch transaction in seconds).
-struct Latency {
-    p50: i64,
-    p95: i64,
-    p99: i64,
-    median_txn: f64,
-    p99_txn: f64,
-    /// p99 of source append → relay send, and of relay send → visible.
-    p99_to_relay: i64,
-    p99_after_relay: i64,
-    p99_to_batch: i64,
-    /// p99 of source append → the partition worker got the record (from the processor).
-    p99_received: f64,
-    /// Median and p99 of the relay's Kafka transactions (`outflow_relay_txn_seconds`), seconds.
-    relay_txn: [f64; 2],
-    /// p99 of each phase of a batch (`outflow_batch_phase_seconds`), in the order they run.
-    p99_phases: Vec<(String, f64)>,
-}
-
-impl Latency {
-    /// The issue's target: p99 ≤ 2 × the median batch transaction + 50 ms.
-    fn p99_target(&self) -> f64 {
-        2.0 * self.median_txn * 1000.0 + 50.0
-    }
-}
-
 /// The `p` quantile of `values` (-1 when empty).
 fn quantile(values: &mut [i64], p: f64) -> i64 {
     values.sort_unstable();
@@ -233,80 +209,6 @@ async fn memory(args: &Args, knobs: e2e::Knobs) -> anyhow::Result<(bool, [f64; 4
     Ok((run.exactly_once, [mark, after, all.end, run.rate]))
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
-}
-
-/// Prints the table: measure, value, note (with the target), and MET/MISSED where there is one.
-fn print_table(rows: &[(String, String, String, Option<bool>)]) {
-    println!("{:<30} {:>22}  {:<7} note", "measure", "value", "target");
-    for (name, value, note, met) in rows {
-        let v = met.map_or("", verdict);
-        println!("{name:<30} {value:>22}  {v:<7} {note}");
-    }
-}
-
-fn memory_row(args: &Args, ok: bool, m: [f64; 4]) -> (String, String, String, Option<bool>) {
-    let [mark, after, end, rate] = m;
-    (
-        format!(
-            "RSS at {}k / {}k events",
-            args.rss_mark / 1000,
-            args.rss_events / 1000
-        ),
-        format!("{mark:.0}/{end:.0} MiB"),
-        format!(
-            "end ≤ 1.2 × RSS at {}k ({:.0} MiB); peak after it {after:.0} MiB; {rate:.0} events/s; exactly once: {ok}",
-            args.rss_mark / 1000,
-            1.2 * mark
-        ),
-        Some(ok && mark > 0.0 && end <= 1.2 * mark),
-    )
-}
-
-/// The latency row (target from the run's own median batch transaction) and the phases row.
-fn latency_rows(lat: &Latency, rate: f64) -> Vec<(String, String, String, Option<bool>)> {
-    let (p50, p95, p99) = (lat.p50, lat.p95, lat.p99);
-    let p99_target = lat.p99_target();
-    let mut rows = Vec::new();
-    rows.push((
-        "latency p50/p95/p99".into(),
-        format!("{p50}/{p95}/{p99} ms"),
-        format!(
-            "at {rate:.0} events/s; batch txn median {:.1} ms, p99 {:.1} ms; target p99 ≤ \
-             {p99_target:.0} ms; p99 split: append → worker got it {:.0} ms, → batch built {} ms, \
-             → relay send {} ms, relay send → visible {} ms; relay Kafka txn median {:.0} ms, \
-             p99 {:.0} ms",
-            lat.median_txn * 1000.0,
-            lat.p99_txn * 1000.0,
-            lat.p99_received * 1000.0,
-            lat.p99_to_batch,
-            lat.p99_to_relay,
-            lat.p99_after_relay,
-            lat.relay_txn[0] * 1000.0,
-            lat.relay_txn[1] * 1000.0
-        ),
-        Some(p99 >= 0 && (p99 as f64) <= p99_target),
-    ));
-    rows.push((
-        "batch phases p99".into(),
-        lat.p99_phases
-            .iter()
-            .map(|(_, v)| format!("{:.0}", v * 1000.0))
-            .collect::<Vec<_>>()
-            .join("/")
-            + " ms",
-        lat.p99_phases
-            .iter()
-            .map(|(phase, _)| phase.as_str())
-            .collect::<Vec<_>>()
-            .join("/")
-            + " (outflow_batch_phase_seconds, the latency run)",
-        None,
-    ));
-    rows
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -341,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     if args.rss_only {
         anyhow::ensure!(args.rss_events > 0, "--rss-only needs --rss-events N");
         let (ok, m) = memory(&args, knobs).await?;
-        print_table(&[memory_row(&args, ok, m)]);
+        print_table(&[memory_row(args.rss_mark, args.rss_events, ok, m)]);
         anyhow::ensure!(
             ok,
             "the exactly-once check failed: the figures above are not valid"
@@ -407,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
     let mongo_bracketed = (mongo_at_batch + mongo_after) / 2.0;
     let ceiling = mongo_bracketed.min(kafka);
     let p99_target = lat.p99_target();
-    let mut rows: Vec<(String, String, String, Option<bool>)> = mongo
+    let mut rows: Vec<Row> = mongo
         .iter()
         .map(|(b, r)| {
             (
@@ -477,7 +379,7 @@ async fn main() -> anyhow::Result<()> {
         None,
     ));
     if let Some((ok, m)) = memory {
-        rows.push(memory_row(&args, ok, m));
+        rows.push(memory_row(args.rss_mark, args.rss_events, ok, m));
     }
     print_table(&rows);
     let report = json!({

@@ -1,0 +1,101 @@
+//! The bench's printed table: one row per measure, with its target's verdict where it has one.
+
+/// measure, value, note (with the target), and whether the target was met (`None`: no target).
+pub type Row = (String, String, String, Option<bool>);
+
+/// What the latency run measured, in ms (and the median batch transaction in seconds).
+pub struct Latency {
+    pub p50: i64,
+    pub p95: i64,
+    pub p99: i64,
+    pub median_txn: f64,
+    pub p99_txn: f64,
+    /// p99 of source append → relay send, and of relay send → visible.
+    pub p99_to_relay: i64,
+    pub p99_after_relay: i64,
+    pub p99_to_batch: i64,
+    /// p99 of source append → the partition worker got the record (from the processor).
+    pub p99_received: f64,
+    /// Median and p99 of the relay's Kafka transactions (`outflow_relay_txn_seconds`), seconds.
+    pub relay_txn: [f64; 2],
+    /// p99 of each phase of a batch (`outflow_batch_phase_seconds`), in the order they run.
+    pub p99_phases: Vec<(String, f64)>,
+}
+
+impl Latency {
+    /// The issue's target: p99 ≤ 2 × the median batch transaction + 50 ms.
+    pub fn p99_target(&self) -> f64 {
+        2.0 * self.median_txn * 1000.0 + 50.0
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+/// Prints the table: measure, value, note (with the target), and MET/MISSED where there is one.
+pub fn print_table(rows: &[Row]) {
+    println!("{:<30} {:>22}  {:<7} note", "measure", "value", "target");
+    for (name, value, note, met) in rows {
+        let v = met.map_or("", verdict);
+        println!("{name:<30} {value:>22}  {v:<7} {note}");
+    }
+}
+
+/// The memory row: RSS at `mark` events against the RSS at the end of `events`.
+pub fn memory_row(mark_events: usize, events: usize, ok: bool, m: [f64; 4]) -> Row {
+    let [mark, after, end, rate] = m;
+    (
+        format!("RSS at {}k / {}k events", mark_events / 1000, events / 1000),
+        format!("{mark:.0}/{end:.0} MiB"),
+        format!(
+            "end ≤ 1.2 × RSS at {}k ({:.0} MiB); peak after it {after:.0} MiB; {rate:.0} events/s; exactly once: {ok}",
+            mark_events / 1000,
+            1.2 * mark
+        ),
+        Some(ok && mark > 0.0 && end <= 1.2 * mark),
+    )
+}
+
+/// The latency row (target from the run's own median batch transaction) and the phases row.
+pub fn latency_rows(lat: &Latency, rate: f64) -> Vec<Row> {
+    let (p50, p95, p99) = (lat.p50, lat.p95, lat.p99);
+    let p99_target = lat.p99_target();
+    let mut rows = Vec::new();
+    rows.push((
+        "latency p50/p95/p99".into(),
+        format!("{p50}/{p95}/{p99} ms"),
+        format!(
+            "at {rate:.0} events/s; batch txn median {:.1} ms, p99 {:.1} ms; target p99 ≤ \
+             {p99_target:.0} ms; p99 split: append → worker got it {:.0} ms, → batch built {} ms, \
+             → relay send {} ms, relay send → visible {} ms; relay Kafka txn median {:.0} ms, \
+             p99 {:.0} ms",
+            lat.median_txn * 1000.0,
+            lat.p99_txn * 1000.0,
+            lat.p99_received * 1000.0,
+            lat.p99_to_batch,
+            lat.p99_to_relay,
+            lat.p99_after_relay,
+            lat.relay_txn[0] * 1000.0,
+            lat.relay_txn[1] * 1000.0
+        ),
+        Some(p99 >= 0 && (p99 as f64) <= p99_target),
+    ));
+    rows.push((
+        "batch phases p99".into(),
+        lat.p99_phases
+            .iter()
+            .map(|(_, v)| format!("{:.0}", v * 1000.0))
+            .collect::<Vec<_>>()
+            .join("/")
+            + " ms",
+        lat.p99_phases
+            .iter()
+            .map(|(phase, _)| phase.as_str())
+            .collect::<Vec<_>>()
+            .join("/")
+            + " (outflow_batch_phase_seconds, the latency run)",
+        None,
+    ));
+    rows
+}
