@@ -369,7 +369,7 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
                     let mut attempt = 1;
                     while let Err(e) = producer.produce(topic, Some(kind), &event, &id).await {
                         if attempt == ATTEMPTS || !matches!(e, ProduceError::Kafka(_)) {
-                            return Err(format!("{id}: {e} ({ATTEMPTS} attempts)"));
+                            return Err(format!("{id}: {e} (attempt {attempt} of {ATTEMPTS})"));
                         }
                         eprintln!("produce_quotes: {id}: {e}; sending it again");
                         attempt += 1;
