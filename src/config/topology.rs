@@ -267,6 +267,12 @@ impl Source {
             .iter()
             .find(|s| s.full_name == record_name || s.short_name() == record_name)
     }
+
+    /// The registry subject `schema` is registered under on this source's topic.
+    pub fn subject_for(&self, schema: &AvroSchema) -> String {
+        self.subject_strategy
+            .subject(&self.topic, &schema.full_name)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -155,10 +155,10 @@ impl EventProducer {
             },
             (None, None) => event_id.to_string(),
         };
-        let subject = source
-            .subject_strategy
-            .subject(&source.topic, &schema.full_name);
-        let id = self.registry.register(&subject, schema).await?;
+        let id = self
+            .registry
+            .register(&source.subject_for(schema), schema)
+            .await?;
         let payload = codec::encode(id, &schema.schema, avro)?;
         let headers = OwnedHeaders::new().insert(Header {
             key: crate::dlq::header::EVENT_ID,

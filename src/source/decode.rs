@@ -183,9 +183,7 @@ pub async fn decode(
         meta,
         event_type: reader.short_name().to_string(),
         schema_id,
-        subject: source
-            .subject_strategy
-            .subject(&source.topic, &reader.full_name),
+        subject: source.subject_for(&reader),
         routed,
         key: record.key.clone(),
         value: record.value.clone(),

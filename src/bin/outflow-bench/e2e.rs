@@ -123,12 +123,7 @@ impl Bench {
         let schema = &source.schemas[0];
         let registry = Registry::new(&self.topology.registry.url, Duration::from_secs(10))?;
         let id = registry
-            .register(
-                &source
-                    .subject_strategy
-                    .subject(&source.topic, &schema.full_name),
-                schema,
-            )
+            .register(&source.subject_for(schema), schema)
             .await?;
         let producer: FutureProducer = outflow::health::kafka_config(&self.topology.kafka)
             .set("enable.idempotence", "true")

@@ -219,12 +219,7 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
     let registry =
         outflow::schema::registry::Registry::new(&topology.registry.url, Duration::from_secs(10))?;
     let schema_id = registry
-        .register(
-            &source
-                .subject_strategy
-                .subject(&source.topic, &schema.full_name),
-            schema,
-        )
+        .register(&source.subject_for(schema), schema)
         .await?;
 
     let fleet = Arc::new(Mutex::new(Fleet::new(
