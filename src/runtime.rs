@@ -195,15 +195,10 @@ impl Runtime {
             };
             Some(crate::http::start(state, producer, roles.api(), stop.clone()).await?)
         };
-        // a processor in this process wakes the local relay's shards right after each commit
-        let relay_wakers = roles
-            .relay()
-            .then(|| Arc::new(crate::relay::Wakers::new(&self.topology)));
-        let relay = relay_wakers.as_ref().map(|wakers| {
+        let relay = roles.relay().then(|| {
             tokio::spawn(crate::relay::run(
                 Arc::clone(&self.topology),
                 self.store.clone(),
-                Arc::clone(wakers),
                 stop.clone(),
             ))
         });
@@ -213,7 +208,6 @@ impl Runtime {
                 registry: Arc::clone(&self.registry),
                 runner: Arc::clone(&self.runner),
                 joined,
-                relay_wakers,
                 commit_slots: Arc::new(tokio::sync::Semaphore::new(
                     self.topology.mongo.max_concurrent_batches,
                 )),

@@ -47,47 +47,15 @@ pub fn shards(topology: &Topology) -> Vec<String> {
     shards
 }
 
-/// One wake-up per outbox shard. A processor in the same process wakes a shard as soon as its
-/// batch committed; the change stream wakes it for appends made elsewhere (measured here: the
-/// change event arrived 9 ms after the commit at the median, 59 ms at p99).
-pub struct Wakers(HashMap<String, Arc<Notify>>);
-
-impl Wakers {
-    pub fn new(topology: &Topology) -> Self {
-        Self(
-            shards(topology)
-                .into_iter()
-                .map(|s| (s, Arc::new(Notify::new())))
-                .collect(),
-        )
-    }
-
-    /// Wakes the shard's publisher (or its next wait, when it is busy); unknown shards are ignored.
-    pub fn wake(&self, shard: &str) {
-        if let Some(w) = self.0.get(shard) {
-            w.notify_one();
-        }
-    }
-
-    fn get(&self, shard: &str) -> Option<Arc<Notify>> {
-        self.0.get(shard).map(Arc::clone)
-    }
-}
-
 /// Runs the relay until `stop` turns true: competes for every shard's lease and publishes those it wins.
-pub async fn run(
-    topology: Arc<Topology>,
-    store: Store,
-    wakers: Arc<Wakers>,
-    stop: watch::Receiver<bool>,
-) {
+pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bool>) {
     let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
     let shards = shards(&topology);
-    let watcher = tokio::spawn(wake_on_appends(
-        store.clone(),
-        Arc::clone(&wakers),
-        stop.clone(),
-    ));
+    let wakers: HashMap<String, Arc<Notify>> = shards
+        .iter()
+        .map(|s| (s.clone(), Arc::new(Notify::new())))
+        .collect();
+    let watcher = tokio::spawn(wake_on_appends(store.clone(), wakers.clone(), stop.clone()));
     let share = Share::new(shards.len());
     let membership = members::join(
         store.clone(),
@@ -105,9 +73,7 @@ pub async fn run(
     });
     let mut tasks = Vec::new();
     for (index, shard) in shards.into_iter().enumerate() {
-        let Some(wake) = wakers.get(&shard) else {
-            continue; // the wakers are made from the same shard list
-        };
+        let wake = Arc::clone(&wakers[&shard]);
         tasks.push(tokio::spawn(own_shard(
             Arc::clone(&member),
             shard,
@@ -200,7 +166,11 @@ async fn own_shard(
 /// shard's outbox (a batch, a rebuild's emit) moves `outboxSeq` there in the same transaction, so
 /// one change event per batch says what one event per outbox record said before, at a fraction
 /// of the store's work. Polling (`relay.poll_interval_ms`) covers a broken stream.
-async fn wake_on_appends(store: Store, wakers: Arc<Wakers>, mut stop: watch::Receiver<bool>) {
+async fn wake_on_appends(
+    store: Store,
+    wakers: HashMap<String, Arc<Notify>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stream = store
             .database()
@@ -219,8 +189,8 @@ async fn wake_on_appends(store: Store, wakers: Arc<Wakers>, mut stop: watch::Rec
                     next = stream.next() => match next {
                         Some(Ok(event)) => {
                             let shard = event.document_key.as_ref().and_then(|k| k.get_str("_id").ok()).and_then(shard_of_offsets_id);
-                            if let Some(s) = shard {
-                                wakers.wake(&s);
+                            if let Some(w) = shard.and_then(|s| wakers.get(&s)) {
+                                w.notify_one();
                             }
                         }
                         Some(Err(e)) => {
@@ -237,36 +207,5 @@ async fn wake_on_appends(store: Store, wakers: Arc<Wakers>, mut stop: watch::Rec
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_wake_reaches_only_its_shard_even_before_the_publisher_waits() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/topologies/minimal.toml");
-        let env = |_: &str| None;
-        let topology = crate::config::load_with(std::path::Path::new(path), &env, &[])
-            .unwrap_or_else(|e| panic!("{e}"))
-            .topology;
-        let shards = shards(&topology);
-        assert!(shards.len() >= 2, "{shards:?}");
-        let wakers = Wakers::new(&topology);
-        wakers.wake(&shards[0]); // nobody waits yet: the wake is kept for the next wait
-        wakers.wake("no-such-topic/0");
-        let woken = |shard: &str| {
-            let notify = wakers.get(shard);
-            async move {
-                let notify = notify.unwrap_or_else(|| panic!("no waker"));
-                tokio::time::timeout(Duration::from_millis(50), notify.notified())
-                    .await
-                    .is_ok()
-            }
-        };
-        assert!(woken(&shards[0]).await);
-        assert!(!woken(&shards[1]).await, "the other shard sleeps on");
-        assert!(!woken(&shards[0]).await, "one wake, one wake-up");
     }
 }

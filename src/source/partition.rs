@@ -24,8 +24,6 @@ pub struct Shared {
     pub runner: Arc<crate::stage::StageRunner>,
     /// Set once the consumer joined its group (for `/readyz`).
     pub joined: Arc<std::sync::atomic::AtomicBool>,
-    /// The relay's shard wake-ups when it runs in this process.
-    pub relay_wakers: Option<Arc<crate::relay::Wakers>>,
     /// `mongo.max_concurrent_batches` permits: a batch holds one from its decode to its commit.
     pub commit_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -290,12 +288,6 @@ async fn process(
             &stopping,
         )
         .await?;
-    if let Some(wakers) = &shared.relay_wakers {
-        wakers.wake(&crate::store::documents::shard_of(
-            &claim.topic,
-            claim.partition,
-        ));
-    }
     metrics::batch(records.len(), started.elapsed(), report.retries);
     metrics::source_records(&claim.topic, "processed", report.processed);
     metrics::source_records(&claim.topic, "duplicate", report.duplicates);
