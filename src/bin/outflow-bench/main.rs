@@ -125,6 +125,12 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     })
 }
 
+/// Events for one Mongo ceiling loop at `batch`: the same for every ceiling at that batch size,
+/// so the ceilings before and after the end-to-end run measure the same loop.
+fn ceiling_events(batch: usize) -> usize {
+    20_000.max(batch * 20)
+}
+
 /// The `p` quantile of `values` (-1 when empty).
 fn quantile(values: &mut [i64], p: f64) -> i64 {
     values.sort_unstable();
@@ -261,14 +267,13 @@ async fn main() -> anyhow::Result<()> {
         if !mongo.iter().any(|(size, _)| *size == b) {
             mongo.push((
                 b,
-                ceilings::mongo(&mongo_uri, b, 20_000.max(b * 20), false).await?,
+                ceilings::mongo(&mongo_uri, b, ceiling_events(b), false).await?,
             ));
         }
     }
     // beside it, not instead of it: how much of the gap is the upkeep of the indexes outflow's
     // queries need (the target stays against the ceiling without them)
-    let indexed =
-        ceilings::mongo(&mongo_uri, args.batch, 20_000.max(args.batch * 20), true).await?;
+    let indexed = ceilings::mongo(&mongo_uri, args.batch, ceiling_events(args.batch), true).await?;
     let mongo_at_batch = mongo
         .iter()
         .find(|(b, _)| *b == args.batch)
@@ -285,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
     // right after the end-to-end run, and the target is against the mean of the two
     eprintln!("raw Mongo ceiling again, batch {} ...", args.batch);
     let mongo_after =
-        ceilings::mongo(&mongo_uri, args.batch, 20_000.max(args.batch * 20), false).await?;
+        ceilings::mongo(&mongo_uri, args.batch, ceiling_events(args.batch), false).await?;
     eprintln!(
         "per-event baseline (batch size 1), {} events ...",
         args.baseline_events
@@ -299,7 +304,6 @@ async fn main() -> anyhow::Result<()> {
         args.latency_seconds, args.warmup_seconds
     );
     let lat = latency(&args, knobs, rate).await?;
-    let (p50, p95, p99, median_txn) = (lat.p50, lat.p95, lat.p99, lat.median_txn);
     let memory = if args.rss_events > 0 {
         Some(memory(&args, knobs).await?)
     } else {
@@ -308,7 +312,6 @@ async fn main() -> anyhow::Result<()> {
 
     let mongo_bracketed = (mongo_at_batch + mongo_after) / 2.0;
     let ceiling = mongo_bracketed.min(kafka);
-    let p99_target = lat.p99_target();
     let mut rows: Vec<Row> = mongo
         .iter()
         .map(|(b, r)| {
@@ -394,7 +397,7 @@ async fn main() -> anyhow::Result<()> {
         "outflow_events_per_s": outflow, "exactly_once": exactly_once, "ratio_to_ceiling": outflow / ceiling,
         "baseline_events_per_s": baseline, "batching_gain": outflow / baseline,
         "kafka_commit_visible_ms": { "p50": visible_p50, "p99": visible_p99 },
-        "latency_ms": { "p50": p50, "p95": p95, "p99": p99, "rate": rate, "median_txn_ms": median_txn * 1000.0, "p99_txn_ms": lat.p99_txn * 1000.0, "p99_target_ms": p99_target, "p99_append_to_worker": lat.p99_received * 1000.0, "p99_append_to_batch_built": lat.p99_to_batch, "p99_append_to_relay_send": lat.p99_to_relay, "p99_relay_send_to_visible": lat.p99_after_relay },
+        "latency_ms": { "p50": lat.p50, "p95": lat.p95, "p99": lat.p99, "rate": rate, "median_txn_ms": lat.median_txn * 1000.0, "p99_txn_ms": lat.p99_txn * 1000.0, "p99_target_ms": lat.p99_target(), "p99_append_to_worker": lat.p99_received * 1000.0, "p99_append_to_batch_built": lat.p99_to_batch, "p99_append_to_relay_send": lat.p99_to_relay, "p99_relay_send_to_visible": lat.p99_after_relay },
         "rss_mib": { "start": rss.start, "peak": rss.peak, "end": rss.end },
         "memory": memory.map(|(ok, [mark, after, end, rate])| json!({
             "events": args.rss_events, "mark": args.rss_mark, "rss_at_mark_mib": mark,
