@@ -13,6 +13,7 @@ pub const OUTBOX_PENDING: &str = "outflow_outbox_pending";
 pub const OUTBOX_OLDEST_AGE: &str = "outflow_outbox_oldest_age_seconds";
 pub const RELAY_PUBLISHED: &str = "outflow_relay_published_total";
 pub const RELAY_TXN_SECONDS: &str = "outflow_relay_txn_seconds";
+pub const RELAY_BATCHES: &str = "outflow_relay_batches_total";
 pub const DLQ_RECORDS: &str = "outflow_dlq_records_total";
 pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
 pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
@@ -43,6 +44,12 @@ pub fn dead_letter(topic: &str, reason: &'static str) {
 
 pub fn relay_published(topic: &str, n: usize) {
     counter!(RELAY_PUBLISHED, "topic" => topic.to_string()).increment(n as u64);
+}
+
+/// Where a relay turn found its records: `inbox` (handed over by this process's processor),
+/// `store` (read from Mongo) or `none` (a store read that found nothing).
+pub fn relay_batch(from: &'static str) {
+    counter!(RELAY_BATCHES, "from" => from).increment(1);
 }
 
 pub fn relay_txn(elapsed: Duration) {

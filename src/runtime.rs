@@ -195,10 +195,12 @@ impl Runtime {
             };
             Some(crate::http::start(state, producer, roles.api(), stop.clone()).await?)
         };
-        let relay = roles.relay().then(|| {
+        let inboxes = roles.relay().then(|| crate::relay::inboxes(&self.topology));
+        let relay = inboxes.as_ref().map(|inboxes| {
             tokio::spawn(crate::relay::run(
                 Arc::clone(&self.topology),
                 self.store.clone(),
+                Arc::clone(inboxes),
                 stop.clone(),
             ))
         });
@@ -211,6 +213,7 @@ impl Runtime {
                 commit_slots: Arc::new(tokio::sync::Semaphore::new(
                     self.topology.mongo.max_concurrent_batches,
                 )),
+                relay_inboxes: inboxes,
             });
             source::run(Arc::clone(&self.topology), shared, stop.clone()).await
         } else {

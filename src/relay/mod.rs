@@ -12,26 +12,28 @@
 mod checkpoint;
 mod cleanup;
 mod errors;
+mod inbox;
 mod lease;
 mod members;
 mod publisher;
 
 pub use publisher::reports_served;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 pub use errors::{Recovery, classify};
+pub use inbox::Inboxes;
 pub use publisher::PublishError;
 
 use crate::config::Topology;
 use crate::store::Store;
 use crate::store::documents::{OFFSETS, shard_of, shard_of_offsets_id};
+use inbox::Inbox;
 use lease::Lease;
 use members::Share;
 use publisher::ShardPublisher;
@@ -47,15 +49,29 @@ pub fn shards(topology: &Topology) -> Vec<String> {
     shards
 }
 
-/// Runs the relay until `stop` turns true: competes for every shard's lease and publishes those it wins.
-pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bool>) {
+/// The inboxes a relay of `topology` reads: build them before [`run`] and give them to this
+/// process's processor too, which then hands over what it commits.
+pub fn inboxes(topology: &Topology) -> Arc<Inboxes> {
+    // two full Kafka transactions' worth per shard: enough to publish from while the next batch
+    // commits, bounded for shards another relay publishes (nobody takes from those)
+    Inboxes::new(&shards(topology), topology.relay.batch_records.max(1) * 2)
+}
+
+/// Runs the relay until `stop` turns true: competes for every shard's lease and publishes those it
+/// wins, from `inboxes` (see [`inboxes`]) and the store.
+pub async fn run(
+    topology: Arc<Topology>,
+    store: Store,
+    inboxes: Arc<Inboxes>,
+    stop: watch::Receiver<bool>,
+) {
     let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
     let shards = shards(&topology);
-    let wakers: HashMap<String, Arc<Notify>> = shards
-        .iter()
-        .map(|s| (s.clone(), Arc::new(Notify::new())))
-        .collect();
-    let watcher = tokio::spawn(wake_on_appends(store.clone(), wakers.clone(), stop.clone()));
+    let watcher = tokio::spawn(wake_on_appends(
+        store.clone(),
+        Arc::clone(&inboxes),
+        stop.clone(),
+    ));
     let share = Share::new(shards.len());
     let membership = members::join(
         store.clone(),
@@ -73,12 +89,14 @@ pub async fn run(topology: Arc<Topology>, store: Store, stop: watch::Receiver<bo
     });
     let mut tasks = Vec::new();
     for (index, shard) in shards.into_iter().enumerate() {
-        let wake = Arc::clone(&wakers[&shard]);
+        let Some(inbox) = inboxes.get(&shard).map(Arc::clone) else {
+            continue; // built from the same topology: every shard has one
+        };
         tasks.push(tokio::spawn(own_shard(
             Arc::clone(&member),
             shard,
             index as i32,
-            wake,
+            inbox,
             stop.clone(),
         )));
     }
@@ -107,7 +125,7 @@ async fn own_shard(
     member: Arc<Member>,
     shard: String,
     partition: i32,
-    wake: Arc<Notify>,
+    inbox: Arc<Inbox>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Member {
@@ -134,10 +152,12 @@ async fn own_shard(
                     store: store.clone(),
                     shard: shard.clone(),
                     checkpoint_partition: partition,
-                    wake: Arc::clone(&wake),
+                    inbox: Arc::clone(&inbox),
                     lease: lease.clone(),
                 };
+                inbox.open();
                 let outcome = publisher.run(stop.clone()).await;
+                inbox.close();
                 share.dropped(lease.yielded());
                 match outcome {
                     Ok(()) => {
@@ -162,24 +182,22 @@ async fn own_shard(
     }
 }
 
-/// Wakes a shard's publisher when its partition's offsets document changes: every append to a
-/// shard's outbox (a batch, a rebuild's emit) moves `outboxSeq` there in the same transaction, so
-/// one change event per batch says what one event per outbox record said before, at a fraction
-/// of the store's work. Polling (`relay.poll_interval_ms`) covers a broken stream.
-async fn wake_on_appends(
-    store: Store,
-    wakers: HashMap<String, Arc<Notify>>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Wakes a shard's publisher when its partition's offsets document moves `outboxSeq`: every
+/// append to a shard's outbox (a batch, a rebuild's emit) moves it in the same transaction, so one
+/// change event per batch says what one event per outbox record said before, at a fraction of the
+/// store's work, and it says how far the shard now reaches. An update that leaves `outboxSeq`
+/// alone (a batch with nothing to emit) wakes nobody. Polling (`relay.poll_interval_ms`) covers
+/// a broken stream.
+async fn wake_on_appends(store: Store, inboxes: Arc<Inboxes>, mut stop: watch::Receiver<bool>) {
     loop {
         let stream = store
             .database()
             .collection::<Document>(OFFSETS)
             .watch()
-            // only the document key (`group/topic/partition`): the wake-up needs nothing else
+            // the document key (`group/topic/partition`) and the changed fields (`outboxSeq`)
             .pipeline([
                 doc! { "$match": { "operationType": { "$in": ["insert", "update", "replace"] } } },
-                doc! { "$project": { "operationType": 1, "documentKey": 1 } },
+                doc! { "$project": { "operationType": 1, "documentKey": 1, "updateDescription": 1 } },
             ])
             .await;
         match stream {
@@ -189,8 +207,13 @@ async fn wake_on_appends(
                     next = stream.next() => match next {
                         Some(Ok(event)) => {
                             let shard = event.document_key.as_ref().and_then(|k| k.get_str("_id").ok()).and_then(shard_of_offsets_id);
-                            if let Some(w) = shard.and_then(|s| wakers.get(&s)) {
-                                w.notify_one();
+                            if let Some(inbox) = shard.and_then(|s| inboxes.get(&s)) {
+                                match event.update_description {
+                                    Some(update) => if let Ok(seq) = update.updated_fields.get_i64("outboxSeq") {
+                                        inbox.announce(Some(seq));
+                                    },
+                                    None => inbox.announce(None),
+                                }
                             }
                         }
                         Some(Err(e)) => {

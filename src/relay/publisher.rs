@@ -7,11 +7,12 @@ use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::checkpoint::{self, Checkpoint};
 use super::cleanup::Cleaner;
 use super::errors::{Recovery, classify};
+use super::inbox::Inbox;
 use super::lease::Lease;
 use crate::config::Topology;
 use crate::metrics;
@@ -108,7 +109,7 @@ pub struct ShardPublisher {
     pub shard: String,
     /// The shard's partition on the checkpoint topic.
     pub checkpoint_partition: i32,
-    pub wake: Arc<Notify>,
+    pub inbox: Arc<Inbox>,
     pub lease: Lease,
 }
 
@@ -175,8 +176,9 @@ impl ShardPublisher {
                 let batch = self.next_batch(last).await?;
                 if batch.is_empty() {
                     tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(self.topology.relay.poll_interval) => {}
+                        _ = self.inbox.woken() => {}
+                        // the fallback for a change stream that broke or missed an append
+                        _ = tokio::time::sleep(self.topology.relay.poll_interval) => self.inbox.read_store(),
                         _ = stop.changed() => {}
                     }
                     continue;
@@ -220,13 +222,33 @@ impl ShardPublisher {
         }
     }
 
-    /// The next records after `after`, in `seq` order. A shard's sequence has no gaps (each
+    /// The next records after `after`, in `seq` order: those this process's processor handed
+    /// over, else (when the store may hold more than that) read from the store; empty when the
+    /// shard is not known to reach past `after`.
+    async fn next_batch(&self, after: i64) -> Result<Vec<Pending>, PublishError> {
+        let n = self.topology.relay.batch_records.max(1);
+        let handed = self.inbox.take(after, n);
+        if !handed.is_empty() {
+            metrics::relay_batch("inbox");
+            return Ok(handed.iter().filter_map(pending).collect());
+        }
+        if !self.inbox.needs_read(after) {
+            return Ok(Vec::new());
+        }
+        let docs = self.read_store(after, n as i64).await?;
+        if docs.len() >= n {
+            self.inbox.read_store(); // a full batch: there may be more
+        }
+        metrics::relay_batch(if docs.is_empty() { "none" } else { "store" });
+        Ok(docs.iter().filter_map(pending).collect())
+    }
+
+    /// Up to `n` records after `after` from the store. A shard's sequence has no gaps (each
     /// commit takes the next numbers), so the next batch is the closed range `after+1 ..= after+n`:
     /// an index range the store reads exactly, where an open range with a limit made SecantusDB
     /// walk the whole rest of the shard (profiled: the relay's reads starved the processor). The
     /// open query runs only when the range is empty, in case the numbering ever jumped.
-    async fn next_batch(&self, after: i64) -> Result<Vec<Pending>, PublishError> {
-        let n = self.topology.relay.batch_records.max(1) as i64;
+    async fn read_store(&self, after: i64, n: i64) -> Result<Vec<Document>, PublishError> {
         let outbox = self.store.database().collection::<Document>(OUTBOX);
         let mut docs: Vec<Document> = outbox
             .find(doc! { "shard": &self.shard, "seq": { "$gt": after, "$lte": after + n } })
@@ -245,7 +267,7 @@ impl ShardPublisher {
                 .try_collect()
                 .await?;
         }
-        Ok(docs.iter().filter_map(pending).collect())
+        Ok(docs)
     }
 
     /// One Kafka transaction: the records in order, then the checkpoint; committed only after

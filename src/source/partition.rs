@@ -15,6 +15,7 @@ use super::decode::{RawRecord, decode};
 use super::{SourceContext, SourceError};
 use crate::config::Source;
 use crate::metrics;
+use crate::store::documents::shard_of;
 use crate::store::{BatchEvent, PartitionClaim, StoreError};
 
 /// Everything a partition worker shares with the others.
@@ -26,6 +27,8 @@ pub struct Shared {
     pub joined: Arc<std::sync::atomic::AtomicBool>,
     /// `mongo.max_concurrent_batches` permits: a batch holds one from its decode to its commit.
     pub commit_slots: Arc<tokio::sync::Semaphore>,
+    /// This process's relay, when it runs one: committed outbox records are handed to it.
+    pub relay_inboxes: Option<Arc<crate::relay::Inboxes>>,
 }
 
 /// A record as its worker got it (its age there goes to the metrics).
@@ -277,7 +280,7 @@ async fn process(
     clock.lap("decode");
     let started = Instant::now();
     let stopping = || *stop.borrow(); // a started batch gets its first attempt even during shutdown
-    let report = shared
+    let crate::store::Committed { report, outbox } = shared
         .store
         .commit_batch(
             claim,
@@ -288,6 +291,11 @@ async fn process(
             &stopping,
         )
         .await?;
+    if let Some(inboxes) = &shared.relay_inboxes
+        && !outbox.is_empty()
+    {
+        inboxes.committed(&shard_of(&claim.topic, claim.partition), outbox);
+    }
     metrics::batch(records.len(), started.elapsed(), report.retries);
     metrics::source_records(&claim.topic, "processed", report.processed);
     metrics::source_records(&claim.topic, "duplicate", report.duplicates);

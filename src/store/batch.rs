@@ -50,7 +50,15 @@ enum Fence {
 struct Plan {
     models: Vec<WriteModel>,
     report: BatchReport,
-    outbox_count: i64,
+    /// Copies of the outbox records among `models`, in `seq` order.
+    outbox: Vec<Document>,
+}
+
+/// A committed batch: what it did, and the outbox records it wrote (for this process's relay).
+#[derive(Debug)]
+pub struct Committed {
+    pub report: BatchReport,
+    pub outbox: Vec<Document>,
 }
 
 impl Store {
@@ -63,7 +71,7 @@ impl Store {
         runner: &StageRunner,
         dlq_topic: &str,
         stop: &(dyn Fn() -> bool + Sync),
-    ) -> Result<BatchReport, StoreError> {
+    ) -> Result<Committed, StoreError> {
         let mut session = claim.session.lock().await;
         let session = &mut *session;
         let mut retrier = txn::Retrier::new(stop);
@@ -81,13 +89,16 @@ impl Store {
                 )
                 .await
             {
-                Ok((mut report, end_seq)) => {
+                Ok((mut plan, end_seq)) => {
                     let committed = retrier.commit(session).await?;
                     clock.lap("commit");
                     if committed {
                         claim.outbox_seq.store(end_seq, Ordering::Release);
-                        report.retries = retrier.retries;
-                        return Ok(report);
+                        plan.report.retries = retrier.retries;
+                        return Ok(Committed {
+                            report: plan.report,
+                            outbox: plan.outbox,
+                        });
                     }
                 }
                 Err(e) if e.is_transient() => retrier.recover(session, e).await?,
@@ -138,8 +149,8 @@ impl Store {
         }
     }
 
-    /// The body of the batch transaction; the caller commits or retries it. Returns the report and
-    /// the outbox sequence the partition has once it commits.
+    /// The body of the batch transaction; the caller commits or retries it. Returns what was
+    /// planned (its write models spent) and the outbox sequence the partition has once it commits.
     async fn attempt(
         &self,
         session: &mut ClientSession,
@@ -147,22 +158,22 @@ impl Store {
         (events, next_offset): (&[BatchEvent], i64),
         (runner, dlq_topic): (&StageRunner, &str),
         clock: &mut crate::metrics::PhaseClock,
-    ) -> Result<(BatchReport, i64), StoreError> {
+    ) -> Result<(Plan, i64), StoreError> {
         let base_seq = claim.outbox_seq.load(Ordering::Acquire);
-        let plan = self
+        let mut plan = self
             .plan(session, claim, events, (runner, dlq_topic), base_seq, clock)
             .await?;
-        let end_seq = base_seq + plan.outbox_count;
+        let end_seq = base_seq + plan.outbox.len() as i64;
         let mut models = Vec::with_capacity(plan.models.len() + 1);
         models.push(fence(claim, base_seq, end_seq, next_offset, self.db.name()));
-        models.extend(plan.models);
+        models.append(&mut plan.models);
         self.client
             .bulk_write(models)
             .ordered(true)
             .session(&mut *session)
             .await?;
         clock.lap("write");
-        Ok((plan.report, end_seq))
+        Ok((plan, end_seq))
     }
 
     /// Reads what the batch depends on (seen event ids, entity states) and folds the stages over it.
@@ -307,10 +318,9 @@ fn to_models(
                 .into(),
         );
     }
-    let mut seq = base_seq;
+    let mut outbox = Vec::with_capacity(folded.outbox.len());
     let no_headers: Vec<(String, String)> = Vec::new();
-    for item in &folded.outbox {
-        seq += 1;
+    for (seq, item) in (base_seq + 1..).zip(&folded.outbox) {
         let doc = match item {
             OutboxItem::Record {
                 draft,
@@ -360,10 +370,11 @@ fn to_models(
         models.push(
             InsertOneModel::builder()
                 .namespace(ns(OUTBOX))
-                .document(doc)
+                .document(doc.clone())
                 .build()
                 .into(),
         );
+        outbox.push(doc);
     }
     for e in &folded.entities {
         let collection = topology
@@ -388,6 +399,6 @@ fn to_models(
     Plan {
         models,
         report: folded.report,
-        outbox_count: seq - base_seq,
+        outbox,
     }
 }

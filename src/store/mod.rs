@@ -22,7 +22,7 @@ use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
 
 pub use crate::stage::fold::{BatchEvent, BatchReport, DecodedEvent};
-pub use batch::PartitionClaim;
+pub use batch::{Committed, PartitionClaim};
 
 use crate::config::Topology;
 use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};

@@ -188,23 +188,33 @@ impl Bench {
 
     /// The `quantile` of every series of a summary labelled `label`, as (label value, value).
     pub async fn summaries(&self, metric: &str, label: &str, quantile: &str) -> Vec<(String, f64)> {
+        self.series(metric, label, &format!("quantile=\"{quantile}\"}}"))
+            .await
+    }
+
+    /// Every series of a counter labelled `label` (and nothing else), as (label value, value).
+    pub async fn counters(&self, metric: &str, label: &str) -> Vec<(String, f64)> {
+        self.series(metric, label, "\"}").await
+    }
+
+    /// The series of `metric` whose labels end with `wanted`, by the value of `label`.
+    async fn series(&self, metric: &str, label: &str, wanted: &str) -> Vec<(String, f64)> {
         let Ok(response) = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await
         else {
             return Vec::new();
         };
         let text = response.text().await.unwrap_or_default();
-        let wanted = format!("quantile=\"{quantile}\"}}");
         text.lines()
             .filter_map(|l| {
                 let labels = l.strip_prefix(metric)?.strip_prefix('{')?;
                 let (labels, value) = labels.rsplit_once(' ')?;
-                if !labels.ends_with(&wanted) {
+                if !labels.ends_with(wanted) {
                     return None;
                 }
                 let name = labels
                     .split(',')
                     .find_map(|kv| kv.strip_prefix(&format!("{label}=\"")))
-                    .map_or("", |v| v.trim_end_matches('"'));
+                    .map_or("", |v| v.trim_end_matches('}').trim_end_matches('"'));
                 if !label.is_empty() && name.is_empty() {
                     return None;
                 }

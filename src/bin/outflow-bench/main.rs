@@ -183,6 +183,9 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         "collect", "slot", "decode", "read", "fold", "write", "commit",
     ];
     p99_phases.sort_by_key(|(phase, _)| order.iter().position(|o| o == phase));
+    let relay_batches = bench
+        .counters(outflow::metrics::RELAY_BATCHES, "from")
+        .await;
     let _ = child.kill();
     let _ = child.wait();
     ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
@@ -199,6 +202,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         p99_to_batch: quantile(&mut seen.to_batch, 0.99),
         p99_received,
         p99_phases,
+        relay_batches,
     })
 }
 

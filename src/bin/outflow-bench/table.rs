@@ -20,6 +20,8 @@ pub struct Latency {
     pub relay_txn: [f64; 2],
     /// p99 of each phase of a batch (`outflow_batch_phase_seconds`), in the order they run.
     pub p99_phases: Vec<(String, f64)>,
+    /// The relay's turns by where it found its records (`outflow_relay_batches_total`).
+    pub relay_batches: Vec<(String, f64)>,
 }
 
 impl Latency {
@@ -95,6 +97,18 @@ pub fn latency_rows(lat: &Latency, rate: f64) -> Vec<Row> {
             .collect::<Vec<_>>()
             .join("/")
             + " (outflow_batch_phase_seconds, the latency run)",
+        None,
+    ));
+    rows.push((
+        "relay batches".into(),
+        lat.relay_batches
+            .iter()
+            .map(|(from, n)| format!("{from} {n:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "where the relay found them: handed over in process, read from Mongo, or a Mongo read \
+         that found nothing (outflow_relay_batches_total, the latency run)"
+            .into(),
         None,
     ));
     rows
