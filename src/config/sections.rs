@@ -144,7 +144,7 @@ impl Validator<'_, '_> {
             poll_interval: Duration::from_millis(self.positive_key(
                 r.map_or(&none, |r| &r.poll_interval_ms),
                 "relay.poll_interval_ms",
-                500,
+                50,
                 60_000,
             ) as u64),
             checkpoint_topic: r.and_then(|r| r.checkpoint_topic.as_ref()).map_or_else(

@@ -183,7 +183,8 @@ impl std::fmt::Debug for MongoSettings {
 pub struct RelaySettings {
     /// Outbox records per Kafka transaction, at most.
     pub batch_records: usize,
-    /// How often the relay polls when no change-stream event woke it.
+    /// How often the relay reads the partitions' offsets documents to learn of appends to the
+    /// outbox made by other processes (this process's own are handed over at once).
     pub poll_interval: Duration,
     /// The compacted topic holding one checkpoint per outbox shard.
     pub checkpoint_topic: String,

@@ -50,10 +50,10 @@ impl Inboxes {
 #[derive(Debug)]
 pub(crate) struct Inbox {
     wake: Notify,
-    /// The highest `seq` known to be committed in the shard (change stream or hand-over).
+    /// The highest `seq` known to be committed in the shard (offsets poll or hand-over).
     announced: AtomicI64,
-    /// Something may be in Mongo that nothing announced: at start, after a wake-up that did not
-    /// say how far, after a poll timeout, after a read that filled a whole batch.
+    /// Something may be in Mongo that nothing announced: when the shard's publishing starts,
+    /// after an announcement that did not say how far, after a read that filled a whole batch.
     must_read: AtomicBool,
     handed: Mutex<VecDeque<(i64, Document)>>,
     capacity: usize,
@@ -87,15 +87,19 @@ impl Inbox {
         }
     }
 
-    /// The shard reaches `seq` (`None`: it changed, how far is unknown).
+    /// The shard reaches `seq` (`None`: it changed, how far is unknown); wakes the publisher
+    /// unless that was known already.
     pub(crate) fn announce(&self, seq: Option<i64>) {
-        match seq {
-            Some(seq) => {
-                self.announced.fetch_max(seq, Ordering::AcqRel);
+        let news = match seq {
+            Some(seq) => self.announced.fetch_max(seq, Ordering::AcqRel) < seq,
+            None => {
+                self.must_read.store(true, Ordering::Release);
+                true
             }
-            None => self.must_read.store(true, Ordering::Release),
+        };
+        if news {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 
     /// Mongo must be read on the next turn, whatever was announced.
@@ -201,6 +205,20 @@ mod tests {
         assert!(inbox.needs_read(0));
         assert_eq!(seqs(&inbox.take(2, 100)), vec![3, 4, 5]);
         inboxes.committed("other", records(1..=1)); // not one of ours: ignored
+    }
+
+    #[tokio::test]
+    async fn only_news_wakes_the_publisher() {
+        let inboxes = Inboxes::new(&["s".into()], 100);
+        let inbox = &inboxes.shards["s"];
+        let woke = || tokio::time::timeout(std::time::Duration::from_millis(20), inbox.woken());
+        inbox.announce(Some(5));
+        assert!(woke().await.is_ok(), "5 is new");
+        inbox.announce(Some(5));
+        inbox.announce(Some(4));
+        assert!(woke().await.is_err(), "the poll saw nothing new");
+        inbox.announce(None);
+        assert!(woke().await.is_ok(), "how far is unknown: look");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::metrics;
 use crate::store::Store;
 use crate::store::documents::OUTBOX;
 
+/// How often an idle publisher reads the store with nothing announced: appends are announced
+/// (handed over, or seen by the offsets poll), so this is a safety net only.
+const STORE_READ_EVERY: Duration = Duration::from_secs(5);
+
 /// Why a shard publisher stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -177,8 +181,8 @@ impl ShardPublisher {
                 if batch.is_empty() {
                     tokio::select! {
                         _ = self.inbox.woken() => {}
-                        // the fallback for a change stream that broke or missed an append
-                        _ = tokio::time::sleep(self.topology.relay.poll_interval) => self.inbox.read_store(),
+                        // a read now and then, should an append ever not be announced
+                        _ = tokio::time::sleep(STORE_READ_EVERY) => self.inbox.read_store(),
                         _ = stop.changed() => {}
                     }
                     continue;
