@@ -89,16 +89,13 @@ impl Store {
                 )
                 .await
             {
-                Ok((mut plan, end_seq)) => {
+                Ok((mut done, end_seq)) => {
                     let committed = retrier.commit(session).await?;
                     clock.lap("commit");
                     if committed {
                         claim.outbox_seq.store(end_seq, Ordering::Release);
-                        plan.report.retries = retrier.retries;
-                        return Ok(Committed {
-                            report: plan.report,
-                            outbox: plan.outbox,
-                        });
+                        done.report.retries = retrier.retries;
+                        return Ok(done);
                     }
                 }
                 Err(e) if e.is_transient() => retrier.recover(session, e).await?,
@@ -149,8 +146,8 @@ impl Store {
         }
     }
 
-    /// The body of the batch transaction; the caller commits or retries it. Returns what was
-    /// planned (its write models spent) and the outbox sequence the partition has once it commits.
+    /// The body of the batch transaction; the caller commits or retries it. Returns what the batch
+    /// did, should it commit, and the outbox sequence the partition then has.
     async fn attempt(
         &self,
         session: &mut ClientSession,
@@ -158,22 +155,26 @@ impl Store {
         (events, next_offset): (&[BatchEvent], i64),
         (runner, dlq_topic): (&StageRunner, &str),
         clock: &mut crate::metrics::PhaseClock,
-    ) -> Result<(Plan, i64), StoreError> {
+    ) -> Result<(Committed, i64), StoreError> {
         let base_seq = claim.outbox_seq.load(Ordering::Acquire);
-        let mut plan = self
+        let Plan {
+            models: planned,
+            report,
+            outbox,
+        } = self
             .plan(session, claim, events, (runner, dlq_topic), base_seq, clock)
             .await?;
-        let end_seq = base_seq + plan.outbox.len() as i64;
-        let mut models = Vec::with_capacity(plan.models.len() + 1);
+        let end_seq = base_seq + outbox.len() as i64;
+        let mut models = Vec::with_capacity(planned.len() + 1);
         models.push(fence(claim, base_seq, end_seq, next_offset, self.db.name()));
-        models.append(&mut plan.models);
+        models.extend(planned);
         self.client
             .bulk_write(models)
             .ordered(true)
             .session(&mut *session)
             .await?;
         clock.lap("write");
-        Ok((plan, end_seq))
+        Ok((Committed { report, outbox }, end_seq))
     }
 
     /// Reads what the batch depends on (seen event ids, entity states) and folds the stages over it.
