@@ -229,77 +229,56 @@ async fn write_with_corrections(
     let offsets_id = documents::offsets_id(group, &last.topic, last.partition);
     let shard = documents::shard_of(&last.topic, last.partition);
     let n = last.outputs.len() as i64;
-    let never = || false;
-    let mut retrier = crate::store::txn::Retrier::new(&never);
     let mut session = store.client().start_session().await?;
-    loop {
-        retrier.begin(&mut session).await?;
-        let attempt: Result<bool, StoreError> = async {
-            let result = store
-                .database()
-                .collection::<Document>(collection)
-                .update_one(filter.clone(), update.clone())
-                .upsert(upsert)
-                .session(&mut session)
-                .await?;
-            if result.matched_count == 0 && result.upserted_id.is_none() {
-                return Ok(false);
-            }
-            let after = store
-                .database()
-                .collection::<Document>(documents::OFFSETS)
-                .find_one_and_update(
-                    doc! { "_id": &offsets_id },
-                    doc! { "$inc": { "outboxSeq": n } },
-                )
-                .return_document(mongodb::options::ReturnDocument::After)
-                .session(&mut session)
-                .await?;
-            let end = after.and_then(|d| d.get_i64("outboxSeq").ok()).unwrap_or(n);
-            let now = DateTime::now();
-            let docs: Vec<Document> = last
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(i, draft)| {
-                    documents::outbox_doc(
-                        documents::OutboxEntry {
-                            id: uuid::Uuid::now_v7().to_string(),
-                            aggregate_type: kind,
-                            aggregate_id: &draft.key,
-                            event_type: &draft.event_type,
-                            topic: &draft.topic,
-                            key: None,
-                            payload: Some(draft.payload.clone()),
-                            event_id: &last.event_id,
-                            headers: &[],
-                            shard: &shard,
-                            seq: end - n + 1 + i as i64,
-                        },
-                        now,
-                    )
+    crate::store::txn::run_unless_given_up(&mut session, async |session| {
+        let result = store
+            .database()
+            .collection::<Document>(collection)
+            .update_one(filter.clone(), update.clone())
+            .upsert(upsert)
+            .session(&mut *session)
+            .await?;
+        if result.matched_count == 0 && result.upserted_id.is_none() {
+            return Ok(false);
+        }
+        let after = store
+            .database()
+            .collection::<Document>(documents::OFFSETS)
+            .find_one_and_update(
+                doc! { "_id": &offsets_id },
+                doc! { "$inc": { "outboxSeq": n } },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .session(&mut *session)
+            .await?;
+        let end = after.and_then(|d| d.get_i64("outboxSeq").ok()).unwrap_or(n);
+        let now = DateTime::now();
+        let docs: Vec<Document> = last
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, draft)| {
+                documents::outbox_doc(documents::OutboxEntry {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    aggregate_type: kind,
+                    aggregate_id: &draft.key,
+                    event_type: &draft.event_type,
+                    topic: &draft.topic,
+                    key: None,
+                    payload: Some(draft.payload.clone()),
+                    event_id: &last.event_id,
+                    headers: &[],
+                    seq: end - n + 1 + i as i64,
                 })
-                .collect();
-            store
-                .database()
-                .collection::<Document>(documents::OUTBOX)
-                .insert_many(docs)
-                .session(&mut session)
-                .await?;
-            Ok(true)
-        }
-        .await;
-        match attempt {
-            Ok(false) => {
-                let _ = session.abort_transaction().await;
-                return Ok(false);
-            }
-            Ok(true) => {
-                if retrier.commit(&mut session).await? {
-                    return Ok(true);
-                }
-            }
-            Err(e) => retrier.recover(&mut session, e).await?,
-        }
-    }
+            })
+            .collect();
+        store
+            .database()
+            .collection::<Document>(documents::OUTBOX)
+            .insert_many(crate::store::outbox::pages(&shard, &docs, now))
+            .session(&mut *session)
+            .await?;
+        Ok(true)
+    })
+    .await
 }

@@ -1,13 +1,16 @@
 //! The store against real Mongo: the owner-epoch fence, a takeover that does not wait for a killed
-//! owner's open transaction, and re-delivered event ids skipped.
+//! owner's open transaction, re-delivered event ids skipped, and an outbox of the earlier layout
+//! carried over.
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::{TestTopology, env};
-use mongodb::bson::doc;
+use common::{TestTopology, env, eventually, read_committed};
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::IndexOptions;
 use outflow::dlq::{DeadLetter, Failure, Origin};
 use outflow::stage::StageRunner;
 use outflow::store::{BatchEvent, Store, StoreError};
@@ -188,4 +191,88 @@ fn validate_online_asks_every_server() {
         "an unreachable broker fails the online check: {out}"
     );
     assert!(out.contains("FAIL kafka"), "{out}");
+}
+
+/// An outbox written by an earlier version (records keyed by their UUID, read through a unique
+/// (shard, seq) index) is re-keyed when `outflow run` starts, and every record of it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outbox_of_the_earlier_layout_is_rekeyed_and_published() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let (group, source, dlq) = (
+        &t.topology.kafka.group_id,
+        &t.topology.sources[0].topic,
+        &t.topology.sources[0].dlq_topic,
+    );
+    let db = t.db().await;
+    let outbox = db.collection::<Document>("outbox");
+    outbox
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "shard": 1, "seq": -1 })
+                .options(
+                    IndexOptions::builder()
+                        .unique(true)
+                        .name("shard_seq_desc".to_string())
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shard = outflow::store::documents::shard_of(source, 0);
+    let legacy_ids: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for (seq, id) in (1_i64..).zip(&legacy_ids) {
+        let bytes = |b: &[u8]| {
+            Bson::Binary(mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes: b.to_vec(),
+            })
+        };
+        outbox
+            .insert_one(doc! {
+                "_id": id, "aggregatetype": "dead-letter", "aggregateid": "k", "type": "DeadLetter",
+                "topic": dlq, "key": bytes(b"k"), "payload": bytes(format!("legacy {seq}").as_bytes()),
+                "eventId": format!("legacy-{seq}"), "headers": {}, "shard": &shard, "seq": seq,
+                "createdAt": mongodb::bson::DateTime::now(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    db.collection::<Document>("offsets")
+        .insert_one(doc! {
+            "_id": outflow::store::documents::offsets_id(group, source, 0),
+            "group": group, "topic": source, "partition": 0, "epoch": 1_i64, "outboxSeq": 3_i64,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let outflow = t.run(&[]);
+    let published = read_committed(dlq, 3, 3, Duration::from_secs(90), Duration::from_secs(2));
+    let mut ids: Vec<String> = published
+        .iter()
+        .filter_map(|r| r.headers.get("id").cloned())
+        .collect();
+    ids.sort();
+    let mut expected = legacy_ids.clone();
+    expected.sort();
+    assert_eq!(
+        ids,
+        expected,
+        "each legacy record published once, with its own id\n{}",
+        outflow.log_tail(40)
+    );
+    let cleaned = eventually(Duration::from_secs(30), async || {
+        t.count("outbox", doc! {}).await == 0
+    })
+    .await;
+    assert!(cleaned, "the published legacy records were deleted");
+    let indexes = outbox
+        .list_index_names()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !indexes.iter().any(|i| i.starts_with("shard_seq")),
+        "the legacy index was dropped: {indexes:?}"
+    );
 }

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mongodb::bson::{Document, doc};
+use mongodb::bson::Document;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics;
 use crate::store::Store;
 use crate::store::documents::OUTBOX;
+use crate::store::outbox;
 
 /// Published records are deleted once this many have piled up, or this long after the last
 /// delete, whichever comes first: one delete per many transactions costs the store far fewer
@@ -58,7 +59,7 @@ impl Cleaner {
 }
 
 async fn tidy(store: Store, shard: Arc<str>, mut published: watch::Receiver<i64>) {
-    let outbox = store.database().collection::<Document>(OUTBOX);
+    let collection = store.database().collection::<Document>(OUTBOX);
     // the first delete is unbounded below: a previous owner may have left anything up to here
     let mut cleaned: Option<i64> = None;
     let mut due = tokio::time::Instant::now() + CLEAN_UP_EVERY.mul_f64(rand::random::<f64>());
@@ -72,15 +73,9 @@ async fn tidy(store: Store, shard: Arc<str>, mut published: watch::Receiver<i64>
         let behind = cleaned.map_or(i64::MAX, |c| upto - c);
         let now = tokio::time::Instant::now();
         if behind > 0 && (behind >= CLEAN_UP_RECORDS || now >= due || !open) {
-            let range = match cleaned {
-                // bounded below too: the index walk skips what earlier deletes left behind
-                Some(from) => doc! { "$gt": from, "$lte": upto },
-                None => doc! { "$lte": upto },
-            };
-            match outbox
-                .delete_many(doc! { "shard": shard.as_ref(), "seq": range })
-                .await
-            {
+            // bounded on both sides: the index walk skips what earlier deletes left behind
+            let first = cleaned.map_or(0, |from| from + 1);
+            match outbox::delete_published(&collection, &shard, first, upto).await {
                 Ok(_) => cleaned = Some(upto),
                 Err(e) => {
                     tracing::warn!(shard = %shard, "deleting published outbox records failed (retried later): {e}")
@@ -92,7 +87,7 @@ async fn tidy(store: Store, shard: Arc<str>, mut published: watch::Receiver<i64>
         }
         if now >= gauge_due {
             gauge_due = now + GAUGE_EVERY;
-            if let Err(e) = refresh_gauges(&outbox, &shard, upto).await {
+            if let Err(e) = refresh_gauges(&collection, &shard, upto).await {
                 tracing::debug!(shard = %shard, "outbox gauges not refreshed: {e}");
             }
         }
@@ -104,23 +99,17 @@ async fn tidy(store: Store, shard: Arc<str>, mut published: watch::Receiver<i64>
 
 /// Records after `upto` (not yet published) and how long the oldest of them has waited.
 async fn refresh_gauges(
-    outbox: &mongodb::Collection<Document>,
+    collection: &mongodb::Collection<Document>,
     shard: &str,
     upto: i64,
 ) -> Result<(), mongodb::error::Error> {
-    let unpublished = doc! { "shard": shard, "seq": { "$gt": upto } };
-    let pending = outbox.count_documents(unpublished.clone()).await?;
-    let oldest = outbox
-        .find_one(unpublished)
-        .sort(doc! { "seq": 1 })
-        .await?
-        .and_then(|d| d.get_datetime("createdAt").ok().copied())
-        .map_or(Duration::ZERO, |t| {
-            Duration::from_millis(
-                (mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0)
-                    as u64,
-            )
-        });
-    metrics::outbox(shard, pending, oldest);
+    let (pending, oldest) = outbox::unpublished(collection, shard, upto).await?;
+    let age = oldest.map_or(Duration::ZERO, |t| {
+        Duration::from_millis(
+            (mongodb::bson::DateTime::now().timestamp_millis() - t.timestamp_millis()).max(0)
+                as u64,
+        )
+    });
+    metrics::outbox(shard, pending, age);
     Ok(())
 }

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::Document;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
@@ -18,6 +17,7 @@ use crate::config::Topology;
 use crate::metrics;
 use crate::store::Store;
 use crate::store::documents::OUTBOX;
+use crate::store::outbox;
 
 /// How often an idle publisher reads the store with nothing announced: appends are announced
 /// (handed over, or seen by the offsets poll), so this is a safety net only.
@@ -65,7 +65,7 @@ fn pending(doc: &Document) -> Option<Pending> {
         Some(mongodb::bson::Bson::Binary(b)) => Some(b.bytes.clone()),
         _ => None,
     };
-    let id = doc.get_str("_id").ok()?;
+    let id = doc.get_str("id").ok()?;
     let event_id = doc.get_str("eventId").unwrap_or_default();
     let event_type = doc.get_str("type").unwrap_or_default();
     let mut headers = OwnedHeaders::new()
@@ -247,31 +247,10 @@ impl ShardPublisher {
         Ok(docs.iter().filter_map(pending).collect())
     }
 
-    /// Up to `n` records after `after` from the store. A shard's sequence has no gaps (each
-    /// commit takes the next numbers), so the next batch is the closed range `after+1 ..= after+n`:
-    /// an index range the store reads exactly, where an open range with a limit made SecantusDB
-    /// walk the whole rest of the shard (profiled: the relay's reads starved the processor). The
-    /// open query runs only when the range is empty, in case the numbering ever jumped.
+    /// Up to `n` records after `after` from the store (see [`outbox::read`]).
     async fn read_store(&self, after: i64, n: i64) -> Result<Vec<Document>, PublishError> {
-        let outbox = self.store.database().collection::<Document>(OUTBOX);
-        let mut docs: Vec<Document> = outbox
-            .find(doc! { "shard": &self.shard, "seq": { "$gt": after, "$lte": after + n } })
-            .sort(doc! { "seq": 1 })
-            .batch_size(n as u32) // one reply: no getMore round trips
-            .await?
-            .try_collect()
-            .await?;
-        if docs.is_empty() {
-            docs = outbox
-                .find(doc! { "shard": &self.shard, "seq": { "$gt": after } })
-                .sort(doc! { "seq": 1 })
-                .limit(n)
-                .batch_size(n as u32)
-                .await?
-                .try_collect()
-                .await?;
-        }
-        Ok(docs)
+        let collection = self.store.database().collection::<Document>(OUTBOX);
+        Ok(outbox::read(&collection, &self.shard, after, n).await?)
     }
 
     /// One Kafka transaction: the records in order, then the checkpoint; committed only after

@@ -327,22 +327,18 @@ fn to_models(
                 draft,
                 aggregate_type,
                 event_id,
-            } => documents::outbox_doc(
-                OutboxEntry {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    aggregate_type,
-                    aggregate_id: &draft.key,
-                    event_type: &draft.event_type,
-                    topic: &draft.topic,
-                    key: None,
-                    payload: Some(draft.payload.clone()),
-                    event_id,
-                    headers: &no_headers,
-                    shard: &shard,
-                    seq,
-                },
-                now,
-            ),
+            } => documents::outbox_doc(OutboxEntry {
+                id: uuid::Uuid::now_v7().to_string(),
+                aggregate_type,
+                aggregate_id: &draft.key,
+                event_type: &draft.event_type,
+                topic: &draft.topic,
+                key: None,
+                payload: Some(draft.payload.clone()),
+                event_id,
+                headers: &no_headers,
+                seq,
+            }),
             OutboxItem::Dead(dead) => {
                 let aggregate_id = dead
                     .key
@@ -350,32 +346,30 @@ fn to_models(
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default()
                     .into_owned();
-                documents::outbox_doc(
-                    OutboxEntry {
-                        id: uuid::Uuid::now_v7().to_string(),
-                        aggregate_type: "dead-letter",
-                        aggregate_id: &aggregate_id,
-                        event_type: "DeadLetter",
-                        topic: &dead.topic,
-                        key: dead.key.clone(),
-                        payload: dead.value.clone(),
-                        event_id: &dead.event_id,
-                        headers: &dead.headers,
-                        shard: &shard,
-                        seq,
-                    },
-                    now,
-                )
+                documents::outbox_doc(OutboxEntry {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    aggregate_type: "dead-letter",
+                    aggregate_id: &aggregate_id,
+                    event_type: "DeadLetter",
+                    topic: &dead.topic,
+                    key: dead.key.clone(),
+                    payload: dead.value.clone(),
+                    event_id: &dead.event_id,
+                    headers: &dead.headers,
+                    seq,
+                })
             }
         };
+        outbox.push(doc);
+    }
+    for page in super::outbox::pages(&shard, &outbox, now) {
         models.push(
             InsertOneModel::builder()
                 .namespace(ns(OUTBOX))
-                .document(doc.clone())
+                .document(page)
                 .build()
                 .into(),
         );
-        outbox.push(doc);
     }
     for e in &folded.entities {
         let collection = topology

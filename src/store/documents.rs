@@ -94,8 +94,10 @@ pub fn entity_doc(
     }
 }
 
-/// One outbox record. `key` holds the exact key bytes (dead letters keep the original ones).
+/// One outbox record (Debezium's outbox fields). `key` holds the exact key bytes (dead letters
+/// keep the original ones). Records are stored in pages, see [`super::outbox`].
 pub struct OutboxEntry<'a> {
+    /// The record's own id: the `id` header on Kafka, as in Debezium's outbox.
     pub id: String,
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,
@@ -105,17 +107,16 @@ pub struct OutboxEntry<'a> {
     pub payload: Option<Vec<u8>>,
     pub event_id: &'a str,
     pub headers: &'a [(String, String)],
-    pub shard: &'a str,
     pub seq: i64,
 }
 
-pub fn outbox_doc(o: OutboxEntry<'_>, now: DateTime) -> Document {
+pub fn outbox_doc(o: OutboxEntry<'_>) -> Document {
     let mut headers = Document::new();
     for (k, v) in o.headers {
         headers.insert(k.clone(), v.clone());
     }
     doc! {
-        "_id": o.id,
+        "id": o.id,
         "aggregatetype": o.aggregate_type,
         "aggregateid": o.aggregate_id,
         "type": o.event_type,
@@ -124,9 +125,7 @@ pub fn outbox_doc(o: OutboxEntry<'_>, now: DateTime) -> Document {
         "payload": o.payload.map_or(Bson::Null, binary),
         "eventId": o.event_id,
         "headers": headers,
-        "shard": o.shard,
         "seq": o.seq,
-        "createdAt": now,
     }
 }
 

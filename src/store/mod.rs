@@ -13,7 +13,9 @@
 
 mod batch;
 pub mod documents;
+pub mod outbox;
 pub(crate) mod txn;
+mod upgrade;
 
 use std::time::Duration;
 
@@ -52,9 +54,6 @@ impl StoreError {
         }
     }
 }
-
-/// The outbox's unique index on (shard, seq descending).
-pub const OUTBOX_SEQ_INDEX: &str = "shard_seq_desc";
 
 /// A connected store for one topology's database.
 #[derive(Clone, Debug)]
@@ -100,7 +99,8 @@ impl Store {
                 }
             }
         }
-        create_indexes(&self.db).await
+        create_indexes(&self.db).await?;
+        upgrade::rekey_legacy_outbox(&self.client, &self.db).await
     }
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
@@ -164,32 +164,9 @@ impl Store {
 }
 
 /// The indexes the store's queries need, on `db` (also used by the benchmark's Mongo ceiling, to
-/// measure the same writes with the same index upkeep).
+/// measure the same writes with the same index upkeep). The outbox needs none: its `_id` is
+/// ordered by shard and sequence (see [`outbox::page_id`]).
 pub async fn create_indexes(db: &Database) -> Result<(), StoreError> {
-    // Unique (shard, seq), seq DESCENDING. Each insert's uniqueness probe lands next to the
-    // shard's newest key; ascending, the next key in order is the neighbouring shard's oldest,
-    // where the relay's deletes leave tombstones the probe walked one by one until the storage
-    // engine purged them (profiled on SecantusDB: batch transactions slowed 3-5× with the
-    // relay running). Descending, the newest key is followed by the shard's own live records.
-    let outbox = db.collection::<Document>(OUTBOX);
-    outbox
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "shard": 1, "seq": -1 })
-                .options(
-                    IndexOptions::builder()
-                        .unique(true)
-                        .name(OUTBOX_SEQ_INDEX.to_string())
-                        .build(),
-                )
-                .build(),
-        )
-        .await?;
-    // the ascending index of earlier versions: same guarantee, the slow probe
-    match outbox.drop_index("shard_seq").await {
-        Ok(()) => tracing::info!("outbox: replaced index shard_seq by {OUTBOX_SEQ_INDEX}"),
-        Err(e) => tracing::debug!("outbox: no old index shard_seq to drop: {e}"),
-    }
     db.collection::<Document>(EVENT_LOG)
         .create_index(
             IndexModel::builder()

@@ -114,3 +114,28 @@ impl<'a> Retrier<'a> {
         }
     }
 }
+
+/// Runs `body` in a transaction until it commits (`Ok(true)`) or gives up by returning `false`
+/// (`Ok(false)`, the transaction aborted). Transient errors run the whole body again.
+pub async fn run_unless_given_up(
+    session: &mut ClientSession,
+    mut body: impl AsyncFnMut(&mut ClientSession) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
+    let never = || false;
+    let mut retrier = Retrier::new(&never);
+    loop {
+        retrier.begin(session).await?;
+        match body(session).await {
+            Ok(false) => {
+                let _ = session.abort_transaction().await;
+                return Ok(false);
+            }
+            Ok(true) => {
+                if retrier.commit(session).await? {
+                    return Ok(true);
+                }
+            }
+            Err(e) => retrier.recover(session, e).await?,
+        }
+    }
+}

@@ -6,13 +6,14 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::{InsertOneModel, ReplaceOneModel, WriteModel};
 use mongodb::{Client, Namespace};
 use outflow::store::documents::{self, EventLogEntry, OutboxEntry};
+use outflow::store::outbox;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::json;
 
 /// Batch transactions of `batch` events, each an event-log insert, an entity upsert and an outbox
-/// insert (the documents outflow writes), plus the offsets update, in one `bulkWrite` per
-/// transaction: events/s. With `indexes`, the collections carry outflow's secondary indexes too
-/// (the event log's entity/version index, the outbox's unique shard/seq index).
+/// record (the documents outflow writes: the batch's records in one outbox page), plus the
+/// offsets update, in one `bulkWrite` per transaction: events/s. With `indexes`, the collections
+/// carry outflow's secondary index too (the event log's entity/version index).
 pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> anyhow::Result<f64> {
     let client = Client::with_uri_str(uri).await?;
     let db_name = format!("bench_raw_{}", uuid::Uuid::now_v7().simple());
@@ -29,7 +30,8 @@ pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> any
     let started = Instant::now();
     let mut seq = 0i64;
     for chunk in 0..events.div_ceil(batch) {
-        let mut models: Vec<WriteModel> = Vec::with_capacity(batch * 3);
+        let mut models: Vec<WriteModel> = Vec::with_capacity(batch * 2 + 1);
+        let mut outbox = Vec::with_capacity(batch);
         for i in 0..batch {
             let n = chunk * batch + i;
             let id = format!("e{n}");
@@ -72,7 +74,7 @@ pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> any
                     .build()
                     .into(),
             );
-            let outbox = OutboxEntry {
+            outbox.push(documents::outbox_doc(OutboxEntry {
                 id: uuid::Uuid::now_v7().to_string(),
                 aggregate_type: "account",
                 aggregate_id: &entity,
@@ -82,13 +84,14 @@ pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> any
                 payload: Some(vec![0u8; 64]),
                 event_id: &id,
                 headers: &[],
-                shard: "t:0",
                 seq,
-            };
+            }));
+        }
+        for page in outbox::pages("t:0", &outbox, DateTime::now()) {
             models.push(
                 InsertOneModel::builder()
                     .namespace(Namespace::new(&db_name, "outbox"))
-                    .document(documents::outbox_doc(outbox, DateTime::now()))
+                    .document(page)
                     .build()
                     .into(),
             );
