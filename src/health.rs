@@ -20,6 +20,20 @@ pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// The configuration of a producer of keyed records: [`kafka_config`] with Kafka's Java
+/// partitioner, murmur2, unless `[kafka] properties` names another. librdkafka's own default
+/// (CRC32) sends a key to another partition than the Java clients and Kafka Streams do, so events
+/// of one entity written by a Java service and by outflow's ingress would be processed by two
+/// partitions, and outflow's output would not be co-partitioned with the Java producers' topics.
+pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = kafka_config(kafka);
+    if !kafka.properties.contains_key("partitioner") {
+        // `_random`: a record with no key goes to a random partition, as in the Java client
+        config.set("partitioner", "murmur2_random");
+    }
+    config
+}
+
 /// The client context of readers that set `enable.partition.eof`: librdkafka may also report a
 /// partition's end as a global error event, which the default context logs as an ERROR; here it
 /// is the news it is (debug), and every other error is still logged.

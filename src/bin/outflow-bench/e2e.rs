@@ -125,7 +125,7 @@ impl Bench {
         let id = registry
             .register(&source.subject_for(schema), schema)
             .await?;
-        let producer: FutureProducer = outflow::health::kafka_config(&self.topology.kafka)
+        let producer: FutureProducer = outflow::health::producer_config(&self.topology.kafka)
             .set("enable.idempotence", "true")
             .set("linger.ms", "10")
             .set("queue.buffering.max.messages", "500000")

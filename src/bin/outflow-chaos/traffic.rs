@@ -123,7 +123,7 @@ pub async fn produce(
     let source = &topology.sources[0];
     let schema = &source.schemas[0].schema;
     let new_producer = || -> anyhow::Result<FutureProducer> {
-        Ok(outflow::health::kafka_config(&topology.kafka)
+        Ok(outflow::health::producer_config(&topology.kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
