@@ -194,9 +194,9 @@ fn validate_online_asks_every_server() {
 }
 
 /// An outbox written by an earlier version (records keyed by their UUID, read through a unique
-/// (shard, seq) index) is re-keyed when `outflow run` starts, and every record of it is published.
+/// (shard, seq) index) is moved into pages when `outflow run` starts, and every record of it is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_outbox_of_the_earlier_layout_is_rekeyed_and_published() {
+async fn an_outbox_of_the_earlier_layout_is_moved_into_pages_and_published() {
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
     let (group, source, dlq) = (

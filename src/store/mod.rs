@@ -100,7 +100,7 @@ impl Store {
             }
         }
         create_indexes(&self.db).await?;
-        upgrade::rekey_legacy_outbox(&self.client, &self.db).await
+        upgrade::page_legacy_outbox(&self.client, &self.db).await
     }
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next

@@ -22,7 +22,7 @@ const LEGACY_OUTBOX_INDEXES: [&str; 2] = ["shard_seq_desc", "shard_seq"];
 /// upgrade resumes where it stopped and two processes starting at once cannot both move a record.
 /// Processes of the earlier version must be stopped first: records they wrote after this would
 /// be invisible to the relay.
-pub async fn rekey_legacy_outbox(client: &Client, db: &Database) -> Result<(), StoreError> {
+pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), StoreError> {
     let outbox = db.collection::<Document>(OUTBOX);
     let indexes = outbox.list_index_names().await?;
     let legacy: Vec<&str> = LEGACY_OUTBOX_INDEXES
@@ -58,7 +58,7 @@ pub async fn rekey_legacy_outbox(client: &Client, db: &Database) -> Result<(), S
     }
     tracing::info!(
         records = moved,
-        "outbox: re-keyed the records of an earlier version"
+        "outbox: moved the records of an earlier version into pages"
     );
     for name in legacy {
         match outbox.drop_index(name).await {
@@ -72,7 +72,7 @@ pub async fn rekey_legacy_outbox(client: &Client, db: &Database) -> Result<(), S
     Ok(())
 }
 
-/// Records re-keyed per transaction.
+/// Records moved per transaction.
 const CHUNK: i64 = 500;
 
 /// Moves one chunk under its new keys in one transaction; returns how many moved, or `None` when
