@@ -15,16 +15,15 @@ const LEGACY_OUTBOX_INDEXES: [&str; 2] = ["shard_seq_desc", "shard_seq"];
 
 /// Moves the outbox records of an earlier version (a document per record, whose `_id` was its
 /// UUID, kept now as `id`) into pages of one so the relay finds them, then drops the index they
-/// were found by. Runs only while a
-/// legacy index exists, so it costs one index listing once done; every process runs it before it
-/// writes anything. Each chunk of records moves in one transaction (the old documents deleted,
+/// were found by. Runs only while a legacy index exists, so it costs one index listing once done;
+/// every process runs it before it writes anything. Each chunk of records moves in one transaction (the old documents deleted,
 /// then the pages inserted: the legacy unique index holds until the end), so an interrupted
 /// upgrade resumes where it stopped and two processes starting at once cannot both move a record.
 /// Processes of the earlier version must be stopped first: records they wrote after this would
 /// be invisible to the relay.
 pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), StoreError> {
-    let outbox = db.collection::<Document>(OUTBOX);
-    let indexes = outbox.list_index_names().await?;
+    let collection = db.collection::<Document>(OUTBOX);
+    let indexes = collection.list_index_names().await?;
     let legacy: Vec<&str> = LEGACY_OUTBOX_INDEXES
         .into_iter()
         .filter(|name| indexes.iter().any(|i| i == name))
@@ -40,7 +39,7 @@ pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), St
             Some(last) => doc! { "records": { "$exists": false }, "_id": { "$gt": last.clone() } },
             None => doc! { "records": { "$exists": false } },
         };
-        let chunk: Vec<Document> = outbox
+        let chunk: Vec<Document> = collection
             .find(filter)
             .sort(doc! { "_id": 1 })
             .limit(CHUNK)
@@ -51,7 +50,7 @@ pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), St
             break;
         };
         // `None`: another process moved some of them, so the same chunk is read again
-        if let Some(n) = move_chunk(&mut session, &outbox, chunk).await? {
+        if let Some(n) = move_chunk(&mut session, &collection, chunk).await? {
             moved += n;
             after = Some(last);
         }
@@ -61,7 +60,7 @@ pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), St
         "outbox: moved the records of an earlier version into pages"
     );
     for name in legacy {
-        match outbox.drop_index(name).await {
+        match collection.drop_index(name).await {
             Ok(()) => tracing::info!("outbox: dropped the index {name} of an earlier version"),
             // 27 IndexNotFound: another process finished the upgrade first
             Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 27) =>
@@ -75,15 +74,15 @@ pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), St
 /// Records moved per transaction.
 const CHUNK: i64 = 500;
 
-/// Moves one chunk under its new keys in one transaction; returns how many moved, or `None` when
+/// Moves one chunk into pages in one transaction; returns how many moved, or `None` when
 /// another process moved some of them first.
 async fn move_chunk(
     session: &mut ClientSession,
-    outbox: &Collection<Document>,
+    collection: &Collection<Document>,
     chunk: Vec<Document>,
 ) -> Result<Option<u64>, StoreError> {
     let mut old_keys = Vec::with_capacity(chunk.len());
-    let mut records = Vec::with_capacity(chunk.len());
+    let mut pages = Vec::with_capacity(chunk.len());
     for mut record in chunk {
         let (Some(Bson::String(shard)), Some(old_key)) =
             (record.remove("shard"), record.remove("_id"))
@@ -103,14 +102,14 @@ async fn move_chunk(
                 // `seq` would collide with the shard's next page on (shard, null)
                 page.insert("seq", seq.clone());
             }
-            records.push(page);
+            pages.push(page);
         }
     }
-    if records.is_empty() {
+    if pages.is_empty() {
         return Ok(Some(0));
     }
     let moved = txn::run_unless_given_up(session, async |session| {
-        let gone = outbox
+        let gone = collection
             .delete_many(doc! { "_id": { "$in": &old_keys } })
             .session(&mut *session)
             .await?
@@ -118,12 +117,12 @@ async fn move_chunk(
         if gone < old_keys.len() as u64 {
             return Ok(false); // another process is moving them
         }
-        outbox
-            .insert_many(records.clone())
+        collection
+            .insert_many(pages.clone())
             .session(&mut *session)
             .await?;
         Ok(true)
     })
     .await?;
-    Ok(moved.then_some(records.len() as u64))
+    Ok(moved.then_some(old_keys.len() as u64))
 }
