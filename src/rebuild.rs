@@ -275,7 +275,7 @@ async fn write_with_corrections(
         store
             .database()
             .collection::<Document>(documents::OUTBOX)
-            .insert_many(crate::store::outbox::pages(&shard, &docs, now))
+            .insert_many(crate::store::outbox::pages(&shard, docs, now))
             .session(&mut *session)
             .await?;
         Ok(true)

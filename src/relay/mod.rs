@@ -19,6 +19,7 @@ mod publisher;
 
 pub use publisher::reports_served;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -31,7 +32,7 @@ pub use publisher::PublishError;
 
 use crate::config::Topology;
 use crate::store::Store;
-use crate::store::documents::{OFFSETS, offsets_id, shard_of, shard_of_offsets_id};
+use crate::store::documents::{OFFSETS, offsets_id, shard_of};
 use inbox::Inbox;
 use lease::Lease;
 use members::Share;
@@ -39,13 +40,17 @@ use publisher::ShardPublisher;
 
 /// Every outbox shard of a topology in a fixed order (its index is its checkpoint partition).
 pub fn shards(topology: &Topology) -> Vec<String> {
-    let mut shards: Vec<String> = topology
-        .sources
-        .iter()
-        .flat_map(|s| (0..s.partitions).map(move |p| shard_of(&s.topic, p)))
-        .collect();
+    let mut shards: Vec<String> = partitions(topology).map(|(_, shard)| shard).collect();
     shards.sort();
     shards
+}
+
+/// Every source partition of `topology`: its offsets document's `_id` and its outbox shard.
+fn partitions(topology: &Topology) -> impl Iterator<Item = (String, String)> + '_ {
+    let group = &topology.kafka.group_id;
+    topology.sources.iter().flat_map(move |s| {
+        (0..s.partitions).map(move |p| (offsets_id(group, &s.topic, p), shard_of(&s.topic, p)))
+    })
 }
 
 /// The inboxes a relay of `topology` reads: build them before [`run`] and give them to this
@@ -195,14 +200,10 @@ async fn announce_appends(
     inboxes: Arc<Inboxes>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let ids: Vec<String> = topology
-        .sources
-        .iter()
-        .flat_map(|s| {
-            let group = &topology.kafka.group_id;
-            (0..s.partitions).map(move |p| offsets_id(group, &s.topic, p))
-        })
+    let watched: HashMap<String, Arc<Inbox>> = partitions(&topology)
+        .filter_map(|(id, shard)| inboxes.get(&shard).map(|inbox| (id, Arc::clone(inbox))))
         .collect();
+    let ids: Vec<&String> = watched.keys().collect();
     let offsets = store.database().collection::<Document>(OFFSETS);
     let mut tick = tokio::time::interval(topology.relay.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,10 +223,8 @@ async fn announce_appends(
         match docs {
             Ok(docs) => {
                 for d in docs {
-                    let shard = d.get_str("_id").ok().and_then(shard_of_offsets_id);
-                    if let (Some(inbox), Ok(seq)) =
-                        (shard.and_then(|s| inboxes.get(&s)), d.get_i64("outboxSeq"))
-                    {
+                    let inbox = d.get_str("_id").ok().and_then(|id| watched.get(id));
+                    if let (Some(inbox), Ok(seq)) = (inbox, d.get_i64("outboxSeq")) {
                         inbox.announce(Some(seq));
                     }
                 }

@@ -50,7 +50,7 @@ enum Fence {
 struct Plan {
     models: Vec<WriteModel>,
     report: BatchReport,
-    /// Copies of the outbox records among `models`, in `seq` order.
+    /// The outbox records, in `seq` order (copies of those in the pages among `models`).
     outbox: Vec<Document>,
 }
 
@@ -362,7 +362,7 @@ fn to_models(
         };
         outbox.push(doc);
     }
-    for page in super::outbox::pages(&shard, &outbox, now) {
+    for page in super::outbox::pages(&shard, outbox.iter().cloned(), now) {
         models.push(
             InsertOneModel::builder()
                 .namespace(ns(OUTBOX))

@@ -36,16 +36,6 @@ pub fn shard_of(topic: &str, partition: i32) -> String {
     format!("{topic}:{partition}")
 }
 
-/// The outbox shard of the partition an offsets document belongs to, from its `_id`
-/// (`group/topic/partition`, see [`offsets_id`]).
-pub fn shard_of_offsets_id(id: &str) -> Option<String> {
-    let mut parts = id.rsplitn(3, '/');
-    let partition: i32 = parts.next()?.parse().ok()?;
-    let topic = parts.next()?;
-    parts.next()?; // the group (it may hold a `/`; topic names cannot)
-    Some(shard_of(topic, partition))
-}
-
 /// Where an event came from and how it was typed, as stored in its event-log document.
 pub struct EventLogEntry<'a> {
     pub event_id: &'a str,
@@ -126,20 +116,5 @@ pub fn outbox_doc(o: OutboxEntry<'_>) -> Document {
         "eventId": o.event_id,
         "headers": headers,
         "seq": o.seq,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{offsets_id, shard_of, shard_of_offsets_id};
-
-    #[test]
-    fn an_offsets_id_names_its_shard() {
-        assert_eq!(
-            shard_of_offsets_id(&offsets_id("team/group", "quote-events", 3)),
-            Some(shard_of("quote-events", 3))
-        );
-        assert_eq!(shard_of_offsets_id("quote-events/3"), None);
-        assert_eq!(shard_of_offsets_id("g/quote-events/x"), None);
     }
 }

@@ -40,14 +40,18 @@ fn oldest_first() -> Document {
 
 /// Groups records (each from [`super::documents::outbox_doc`], in `seq` order, consecutive) into
 /// pages of at most [`PAGE_MAX_RECORDS`] records and about [`PAGE_MAX_BYTES`].
-pub fn pages(shard: &str, records: &[Document], now: DateTime) -> Vec<Document> {
+pub fn pages(
+    shard: &str,
+    records: impl IntoIterator<Item = Document>,
+    now: DateTime,
+) -> Vec<Document> {
     let mut pages = Vec::new();
     let mut current: Vec<Bson> = Vec::new();
     let mut bytes = 0;
     let mut first = 0;
     let mut last = 0;
     for record in records {
-        let size = approx_size(record);
+        let size = approx_size(&record);
         if !current.is_empty()
             && (current.len() >= PAGE_MAX_RECORDS || bytes + size > PAGE_MAX_BYTES)
         {
@@ -65,7 +69,7 @@ pub fn pages(shard: &str, records: &[Document], now: DateTime) -> Vec<Document> 
         }
         last = seq;
         bytes += size;
-        current.push(Bson::Document(record.clone()));
+        current.push(Bson::Document(record));
     }
     if !current.is_empty() {
         pages.push(page(shard, (first, last), current, now));
@@ -224,7 +228,7 @@ mod tests {
     #[test]
     fn a_batch_splits_into_pages_of_consecutive_records() {
         let batch = records(1..=2_500);
-        let pages = pages("t:0", &batch, DateTime::now());
+        let pages = pages("t:0", batch, DateTime::now());
         let bounds: Vec<(i64, i64)> = pages
             .iter()
             .map(|p| {
@@ -251,13 +255,13 @@ mod tests {
         let batch: Vec<Document> = (1..=5_i64)
             .map(|seq| doc! { "seq": seq, "payload": big.clone() })
             .collect();
-        let pages = pages("t:0", &batch, DateTime::now());
+        let pages = pages("t:0", batch, DateTime::now());
         assert_eq!(pages.len(), 3, "two 3 MiB records per page at most");
     }
 
     #[test]
     fn a_read_takes_only_the_records_in_its_range() {
-        let page = pages("t:0", &records(11..=20), DateTime::now()).remove(0);
+        let page = pages("t:0", records(11..=20), DateTime::now()).remove(0);
         let seqs: Vec<i64> = records_in(page, 14, 17)
             .filter_map(|r| r.get_i64("seq").ok())
             .collect();

@@ -96,7 +96,7 @@ async fn move_chunk(
         let seq = record.get("seq").cloned();
         record.insert("id", old_key.clone());
         old_keys.push(old_key);
-        for mut page in outbox::pages(&shard, &[record], written) {
+        for mut page in outbox::pages(&shard, [record], written) {
             if let Some(seq) = &seq {
                 // the legacy unique (shard, seq) index holds until the end: a page without
                 // `seq` would collide with the shard's next page on (shard, null)

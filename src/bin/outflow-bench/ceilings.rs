@@ -87,7 +87,7 @@ pub async fn mongo(uri: &str, batch: usize, events: usize, indexes: bool) -> any
                 seq,
             }));
         }
-        for page in outbox::pages("t:0", &outbox, DateTime::now()) {
+        for page in outbox::pages("t:0", outbox, DateTime::now()) {
             models.push(
                 InsertOneModel::builder()
                     .namespace(Namespace::new(&db_name, "outbox"))
