@@ -127,7 +127,9 @@ impl ShardPublisher {
             )
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // a transaction's records are enqueued at once and their deliveries awaited before
+            // the commit: a linger would only delay every transaction (median 8–9 ms with 5)
+            .set("linger.ms", "0")
             .set("transaction.timeout.ms", "60000")
             // a record not delivered in 20 s (a broker restart can leave a producer waiting on
             // stale metadata) fails the transaction; the retry builds a fresh producer
