@@ -75,9 +75,9 @@ pub fn latency_rows(lat: &Latency, rate: f64) -> Vec<Row> {
         format!("{p50}/{p95}/{p99} ms"),
         format!(
             "at {rate:.0} events/s; batch txn median {:.1} ms, p99 {:.1} ms; target p99 ≤ \
-             {p99_target:.0} ms ({:.0} ms with the txn p99 for its median); p99 split: append → worker got it {:.0} ms, → batch built {} ms, \
-             → relay send {} ms, relay send → visible {} ms; relay Kafka txn median {:.0} ms, \
-             p99 {:.0} ms",
+             {p99_target:.0} ms ({:.0} ms with the txn p99 for its median); p99 split: append → \
+             worker got it {:.0} ms, → batch built {} ms, → relay send {} ms, relay send → \
+             visible {} ms; relay Kafka txn median {:.0} ms, p99 {:.0} ms",
             lat.median_txn * 1000.0,
             lat.p99_txn * 1000.0,
             lat.p99_bound_at_txn_p99(),
