@@ -258,18 +258,7 @@ async fn write_with_corrections(
             .iter()
             .enumerate()
             .map(|(i, draft)| {
-                documents::outbox_doc(documents::OutboxEntry {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    aggregate_type: kind,
-                    aggregate_id: &draft.key,
-                    event_type: &draft.event_type,
-                    topic: &draft.topic,
-                    key: None,
-                    payload: Some(draft.payload.clone()),
-                    event_id: &last.event_id,
-                    headers: &[],
-                    seq: end - n + 1 + i as i64,
-                })
+                documents::emitted_doc(draft, kind, &last.event_id, end - n + 1 + i as i64)
             })
             .collect();
         store

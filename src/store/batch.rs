@@ -320,25 +320,13 @@ fn to_models(
         );
     }
     let mut outbox = Vec::with_capacity(folded.outbox.len());
-    let no_headers: Vec<(String, String)> = Vec::new();
     for (seq, item) in (base_seq + 1..).zip(&folded.outbox) {
         let doc = match item {
             OutboxItem::Record {
                 draft,
                 aggregate_type,
                 event_id,
-            } => documents::outbox_doc(OutboxEntry {
-                id: uuid::Uuid::now_v7().to_string(),
-                aggregate_type,
-                aggregate_id: &draft.key,
-                event_type: &draft.event_type,
-                topic: &draft.topic,
-                key: None,
-                payload: Some(draft.payload.clone()),
-                event_id,
-                headers: &no_headers,
-                seq,
-            }),
+            } => documents::emitted_doc(draft, aggregate_type, event_id, seq),
             OutboxItem::Dead(dead) => {
                 let aggregate_id = dead
                     .key

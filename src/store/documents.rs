@@ -84,6 +84,28 @@ pub fn entity_doc(
     }
 }
 
+/// The outbox record of a stage's output: keyed by its entity key, no extra headers, a fresh
+/// UUIDv7 id (what the processor and a rebuild's emit both write).
+pub fn emitted_doc(
+    draft: &crate::stage::OutboxDraft,
+    aggregate_type: &str,
+    event_id: &str,
+    seq: i64,
+) -> Document {
+    outbox_doc(OutboxEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        aggregate_type,
+        aggregate_id: &draft.key,
+        event_type: &draft.event_type,
+        topic: &draft.topic,
+        key: None,
+        payload: Some(draft.payload.clone()),
+        event_id,
+        headers: &[],
+        seq,
+    })
+}
+
 /// One outbox record (Debezium's outbox fields). `key` holds the exact key bytes (dead letters
 /// keep the original ones). Records are stored in pages, see [`super::outbox`].
 pub struct OutboxEntry<'a> {

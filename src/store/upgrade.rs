@@ -16,9 +16,10 @@ const LEGACY_OUTBOX_INDEXES: [&str; 2] = ["shard_seq_desc", "shard_seq"];
 /// Moves the outbox records of an earlier version (a document per record, whose `_id` was its
 /// UUID, kept now as `id`) into pages of one so the relay finds them, then drops the index they
 /// were found by. Runs only while a legacy index exists, so it costs one index listing once done;
-/// every process runs it before it writes anything. Each chunk of records moves in one transaction (the old documents deleted,
-/// then the pages inserted: the legacy unique index holds until the end), so an interrupted
-/// upgrade resumes where it stopped and two processes starting at once cannot both move a record.
+/// every process runs it before it writes anything. Each chunk of records moves in one
+/// transaction (the old documents deleted, then the pages inserted: the legacy unique index holds
+/// until the end), so an interrupted upgrade resumes where it stopped and two processes starting
+/// at once cannot both move a record.
 /// Processes of the earlier version must be stopped first: records they wrote after this would
 /// be invisible to the relay.
 pub async fn page_legacy_outbox(client: &Client, db: &Database) -> Result<(), StoreError> {
