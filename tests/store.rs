@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestTopology, env, eventually, read_committed};
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use outflow::dlq::{DeadLetter, Failure, Origin};
 use outflow::stage::StageRunner;
@@ -223,12 +223,7 @@ async fn an_outbox_of_the_earlier_layout_is_moved_into_pages_and_published() {
     let shard = outflow::store::documents::shard_of(source, 0);
     let legacy_ids: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     for (seq, id) in (1_i64..).zip(&legacy_ids) {
-        let bytes = |b: &[u8]| {
-            Bson::Binary(mongodb::bson::Binary {
-                subtype: mongodb::bson::spec::BinarySubtype::Generic,
-                bytes: b.to_vec(),
-            })
-        };
+        let bytes = |b: &[u8]| outflow::store::documents::binary(b.to_vec());
         outbox
             .insert_one(doc! {
                 "_id": id, "aggregatetype": "dead-letter", "aggregateid": "k", "type": "DeadLetter",
