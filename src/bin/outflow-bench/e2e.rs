@@ -28,11 +28,14 @@ pub struct Knobs {
     pub relay_batch: usize,
     /// `mongo.max_concurrent_batches`.
     pub concurrent: usize,
+    /// The bench's own source producer's `linger.ms` (a service upstream, not outflow).
+    pub producer_linger_ms: u64,
 }
 
 /// A generated benchmark topology and the `outflow run` process on it.
 pub struct Bench {
     pub topology: Arc<Topology>,
+    producer_linger_ms: u64,
     pub prefix: String,
     pub path: PathBuf,
     pub port: u16,
@@ -70,9 +73,11 @@ impl Bench {
                 .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?
                 .topology,
         );
+        create_source_topic(&topology).await?;
         outflow::topics::ensure(&topology, 1).await?;
         Ok(Self {
             topology,
+            producer_linger_ms: knobs.producer_linger_ms,
             prefix,
             path,
             port,
@@ -127,7 +132,7 @@ impl Bench {
             .await?;
         let producer: FutureProducer = outflow::health::producer_config(&self.topology.kafka)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "10")
+            .set("linger.ms", self.producer_linger_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
             .create()?;
         let notes = "n".repeat(900);
@@ -222,6 +227,21 @@ impl Bench {
             })
             .collect()
     }
+}
+
+/// Creates the source topic with the broker's append time as each record's timestamp: the
+/// latency is measured from the append, not from the producer's send.
+async fn create_source_topic(topology: &Topology) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let source = &topology.sources[0];
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        outflow::health::kafka_config(&topology.kafka).create()?;
+    let topic = NewTopic::new(&source.topic, source.partitions, TopicReplication::Fixed(1))
+        .set("message.timestamp.type", "LogAppendTime");
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create `{topic}`: {code}"))?;
+    }
+    Ok(())
 }
 
 /// Output records read so far: total, distinct event ids, and end-to-end latencies (ms), also
