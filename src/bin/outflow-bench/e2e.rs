@@ -253,6 +253,8 @@ pub struct Seen {
     pub total: usize,
     pub distinct: usize,
     pub latencies: Vec<i64>,
+    /// When each of `latencies` was seen (ms since the epoch), for the run's latency timeline.
+    pub seen_at: Vec<i64>,
     pub to_relay: Vec<i64>,
     pub after_relay: Vec<i64>,
     /// Source append → the processor built the record's batch (the outbox id is a UUIDv7 made
@@ -317,6 +319,7 @@ pub fn read_output(
         {
             let now = outflow::source::decode::chrono_millis();
             seen.latencies.push(now - ts);
+            seen.seen_at.push(now);
             if let Some(sent) = m.timestamp().to_millis() {
                 seen.to_relay.push(sent - ts);
                 seen.after_relay.push(now - sent);

@@ -195,6 +195,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
     let _ = child.kill();
     let _ = child.wait();
     ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
+    write_timeline(&bench, &seen)?;
     let l = &mut seen.latencies;
     Ok(Latency {
         p50: quantile(l, 0.50),
@@ -210,6 +211,20 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         p99_phases,
         relay_batches,
     })
+}
+
+/// Writes `latency.csv` next to the run's topology: when each measured record became visible
+/// (ms since the epoch, to line up with logs) and its latency: a tail spread over the run or a
+/// few stalls.
+fn write_timeline(bench: &e2e::Bench, seen: &e2e::Seen) -> anyhow::Result<()> {
+    let mut csv = String::from("visible_at_ms,latency_ms\n");
+    for (at, latency) in seen.seen_at.iter().zip(&seen.latencies) {
+        csv.push_str(&format!("{at},{latency}\n"));
+    }
+    let path = bench.path.with_file_name("latency.csv");
+    std::fs::write(&path, csv)?;
+    eprintln!("latency timeline: {}", path.display());
+    Ok(())
 }
 
 /// RSS through `--rss-events` events against the RSS once `--rss-mark` were through.
