@@ -17,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 
-/// The tuning knobs a run sets in the generated topology.
+/// The tuning knobs of a run: those it sets in the generated topology, and its producer's linger.
 #[derive(Debug, Clone, Copy)]
 pub struct Knobs {
     /// `sources.batch.max_records`.
