@@ -19,6 +19,7 @@ pub const CONSUMER_LAG: &str = "outflow_consumer_lag";
 pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
 pub const SOURCE_RECORD_AGE: &str = "outflow_source_record_age_seconds";
 pub const BATCH_PHASE_SECONDS: &str = "outflow_batch_phase_seconds";
+pub const CONSUMER_REPLACED: &str = "outflow_consumer_replaced_total";
 
 /// How often recorded histogram samples are folded into their summaries.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
@@ -108,6 +109,11 @@ impl PhaseClock {
         histogram!(BATCH_PHASE_SECONDS, "phase" => phase).record((now - self.0).as_secs_f64());
         self.0 = now;
     }
+}
+
+/// The processor gave up on a consumer whose group did not settle and started a new one.
+pub fn consumer_replaced() {
+    counter!(CONSUMER_REPLACED).increment(1);
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {

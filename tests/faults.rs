@@ -1,5 +1,6 @@
 //! Faults on the real local stack: a relay killed between its Kafka commit and the Mongo clean-up,
-//! a paused (zombie) processor, a Kafka broker restart. Nothing lost, nothing doubled.
+//! a paused (zombie) processor, a Kafka broker restart, a consumer group that cannot settle.
+//! Nothing lost, nothing doubled.
 //! The tests run one at a time: the broker restart would disturb the others.
 
 mod common;
@@ -94,7 +95,16 @@ async fn a_paused_processor_replaced_by_another_doubles_nothing() {
 async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
     let quotes = 1_500;
-    let t = TestTopology::new("pipeline.toml");
+    // and some more once the broker is back, so processing goes on after the restart on any machine
+    let after = 500;
+    // the default session timeout: a broker restart should not cost the group its session
+    let t = TestTopology::edited(
+        "pipeline.toml",
+        &[(
+            "properties = { \"session.timeout.ms\" = \"10000\", \"heartbeat.interval.ms\" = \"1000\" }\n",
+            "",
+        )],
+    );
     t.prepare().await;
     let outflow = t.run(&[]);
     let producing = produce_quotes(&t, 0..quotes);
@@ -114,9 +124,25 @@ async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
             .status()
             .await;
         assert!(status.is_ok_and(|s| s.success()), "broker restart failed");
+        let back = std::time::Instant::now();
+        let at_restart = t.count("event_log", doc! {}).await;
+        produce_quotes(&t, quotes..quotes + after).await;
+        let resumed = eventually(Duration::from_secs(180), async || {
+            t.count("event_log", doc! {}).await > at_restart
+        })
+        .await;
+        eprintln!(
+            "broker restart: processing resumed {} ms after the broker answered again (resumed: {resumed})",
+            back.elapsed().as_millis()
+        );
     };
     tokio::join!(producing, restart);
-    assert_exactly_once(&t, quotes).await;
+    assert_exactly_once(&t, quotes + after).await;
+    assert!(
+        !outflow.log_text().contains("session timed out"),
+        "a broker restart of a few seconds keeps the group's session (45 s by default):\n{}",
+        outflow.log_tail(30)
+    );
     assert_eq!(
         outflow.stop(),
         Some(0),
@@ -219,4 +245,73 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
             "refused request {id} was written after all"
         );
     }
+}
+
+/// Joins the topology's group with a member that takes every partition and then stops polling: it
+/// holds every later rebalance of the group until its `max.poll.interval.ms`, so nobody else's
+/// membership can settle meanwhile.
+fn member_that_stops_polling(t: &TestTopology) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let member: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::env("OUTFLOW_KAFKA_BROKERS"))
+        .set("group.id", &t.topology.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("max.poll.interval.ms", "300000")
+        .set("session.timeout.ms", "30000")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let topics = [t.topic("quote-events"), t.topic("enrollment-events")];
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    member
+        .subscribe(&topics)
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while member.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blocking member got no partitions"
+        );
+        let _ = member.poll(Duration::from_millis(100));
+    }
+    member
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
+    let _serial = SERIAL.lock().await;
+    let quotes = 200;
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    produce_quotes(&t, 0..quotes).await;
+    let blocker = member_that_stops_polling(&t);
+    let outflow = t.run(&[]);
+    let replaced = eventually(Duration::from_secs(150), async || {
+        outflow.log_text().contains("starting a new consumer")
+    })
+    .await;
+    assert!(
+        replaced,
+        "the processor kept a consumer whose group never settled:\n{}",
+        outflow.log_tail(30)
+    );
+    assert_eq!(
+        t.count("event_log", doc! {}).await,
+        0,
+        "the blocking member holds every partition"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", t.http_base()))
+        .await
+        .unwrap_or_else(|e| panic!("/metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("/metrics: {e}"));
+    assert!(
+        metrics.contains("outflow_consumer_replaced_total"),
+        "the replacement is counted:\n{metrics}"
+    );
+    // the member leaves; the group settles with the processor's new consumer alone
+    let left = tokio::task::spawn_blocking(move || drop(blocker));
+    let _ = tokio::time::timeout(Duration::from_secs(30), left).await;
+    assert_exactly_once(&t, quotes).await;
+    assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
 }

@@ -241,6 +241,14 @@ impl Outflow {
 
 impl Drop for Outflow {
     fn drop(&mut self) {
+        // a failing test's message says what went wrong; the process's own log says why
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of {} ---\n{}",
+                self.log.display(),
+                self.log_tail(60)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

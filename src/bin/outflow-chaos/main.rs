@@ -59,7 +59,7 @@ struct Args {
     /// Seed of the fault order, targets and gaps (printed; reuse it to replay a run's schedule).
     #[arg(long)]
     seed: Option<u64>,
-    /// How long a processor stays paused (longer than the group's 10 s session timeout).
+    /// How long a processor stays paused (longer than the 10 s session timeout its topology sets).
     #[arg(long, default_value_t = 20)]
     pause_seconds: u64,
     /// How long the registry stays down.

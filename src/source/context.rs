@@ -1,0 +1,281 @@
+//! The consumer's context: on assignment it claims each partition in Mongo, splits its queue and
+//! starts its task; on revocation it finishes their batches first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::SourceError;
+use super::partition::{self, Shared};
+use super::watchdog::GroupWatch;
+use crate::config::Topology;
+use crate::store::PartitionClaim;
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// A claimed partition with its own queue, ready for its task.
+struct SplitPartition {
+    claim: PartitionClaim,
+    source: crate::config::Source,
+    queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<SourceContext>,
+}
+
+/// The consumer's context: claims partitions on assignment and runs their tasks.
+pub struct SourceContext {
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    consumer: OnceLock<Weak<StreamConsumer<SourceContext>>>,
+    workers: Mutex<HashMap<(String, i32), Worker>>,
+    stopping: watch::Receiver<bool>,
+    /// Partition tasks that cannot go on report here; the consume loop then stops the processor.
+    failures: mpsc::UnboundedSender<SourceError>,
+    /// The group's state from librdkafka's statistics, for the consume loop's watchdog.
+    pub(super) group: GroupWatch,
+}
+
+impl SourceContext {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        topology: Arc<Topology>,
+        stopping: watch::Receiver<bool>,
+        failures: mpsc::UnboundedSender<SourceError>,
+    ) -> Self {
+        Self {
+            shared,
+            topology,
+            consumer: OnceLock::new(),
+            workers: Mutex::new(HashMap::new()),
+            stopping,
+            failures,
+            group: GroupWatch::default(),
+        }
+    }
+
+    /// Lets the context reach its own consumer (to split partition queues), without keeping it alive.
+    pub(super) fn attach(&self, consumer: &Arc<StreamConsumer<SourceContext>>) {
+        let _ = self.consumer.set(Arc::downgrade(consumer));
+    }
+}
+
+impl ClientContext for SourceContext {
+    /// librdkafka's periodic statistics carry the group's state and each assigned partition's
+    /// consumer lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(group) = &statistics.cgrp {
+            self.group
+                .observe(&group.state, &group.join_state, Instant::now());
+        }
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    crate::metrics::consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let wanted = partitions_of(tpl);
+                tracing::info!(partitions = ?wanted, "partitions assigned; claiming them");
+                let claims = self.claim_all(&wanted);
+                for claim in &claims {
+                    let offset = claim.next_offset.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(&claim.topic, claim.partition, offset)
+                    {
+                        tracing::error!(
+                            "cannot position {}[{}]: {e}",
+                            claim.topic,
+                            claim.partition
+                        );
+                    }
+                }
+                // each partition gets its own queue BEFORE it is assigned: fetching starts at
+                // the assignment, and a fetch served before the split would land in the
+                // consumer's main queue instead (librdkafka never re-forwards a queue the
+                // application has split, so later assignments of the partition are safe too)
+                let split = self.split_queues(claims);
+                let assigned = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    tracing::error!("assignment failed: {e}");
+                    return;
+                }
+                self.start_workers(split);
+                self.shared
+                    .joined
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = partitions_of(tpl);
+                tracing::info!(partitions = ?revoked, "partitions revoked; finishing their batches");
+                self.stop_workers(&revoked);
+                let result = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::error!("unassignment failed: {e}");
+                }
+            }
+            other => tracing::error!("rebalance error: {other:?}"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!("group offset commit (for lag tools) failed: {e}");
+        }
+    }
+}
+
+/// The `(topic, partition)`s of a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// Runs `future` to completion from inside a librdkafka callback on a runtime worker thread.
+fn block_on<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    Some(tokio::task::block_in_place(|| handle.block_on(future)))
+}
+
+impl SourceContext {
+    /// Claims every partition, retrying while Mongo is unreachable (the assignment waits).
+    fn claim_all(&self, wanted: &[(String, i32)]) -> Vec<PartitionClaim> {
+        let group = self.topology.kafka.group_id.clone();
+        let store = self.shared.store.clone();
+        let stopping = self.stopping.clone();
+        block_on(async move {
+            let mut claims = Vec::new();
+            for (topic, partition) in wanted {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    match store.claim_partition(&group, topic, *partition).await {
+                        Ok(c) => {
+                            claims.push(c);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot claim {topic}[{partition}] in Mongo, retrying in {delay:?}: {e}");
+                            if *stopping.borrow() {
+                                break;
+                            }
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+            claims
+        })
+        .unwrap_or_default()
+    }
+
+    /// Each claimed partition's own queue, split from the consumer's main queue.
+    fn split_queues(&self, claims: Vec<PartitionClaim>) -> Vec<SplitPartition> {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
+        let mut split = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let Some(source) = self.topology.source_for_topic(&claim.topic).cloned() else {
+                continue;
+            };
+            let Some(queue) = consumer.split_partition_queue(&claim.topic, claim.partition) else {
+                let _ = self.failures.send(SourceError::PartitionFailed {
+                    topic: claim.topic.clone(),
+                    partition: claim.partition,
+                    reason: "its queue cannot be split from the consumer".to_string(),
+                });
+                continue;
+            };
+            split.push(SplitPartition {
+                claim,
+                source,
+                queue,
+            });
+        }
+        split
+    }
+
+    fn start_workers(&self, split: Vec<SplitPartition>) {
+        let Some(consumer) = self.consumer.get() else {
+            return;
+        };
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
+        for SplitPartition {
+            claim,
+            source,
+            queue,
+        } in split
+        {
+            let (stop, stop_rx) = watch::channel(false);
+            let key = (claim.topic.clone(), claim.partition);
+            let handle = tokio::spawn(partition::run(
+                Arc::clone(&self.shared),
+                source,
+                claim,
+                queue,
+                Weak::clone(consumer),
+                stop_rx,
+                self.failures.clone(),
+            ));
+            workers.insert(key, Worker { stop, handle });
+        }
+    }
+
+    /// Stops the tasks of `partitions` (all when empty) and waits for their batches to commit.
+    pub(super) fn stop_workers(&self, partitions: &[(String, i32)]) {
+        let stopped: Vec<Worker> = match self.workers.lock() {
+            Ok(mut workers) => {
+                let keys: Vec<(String, i32)> = if partitions.is_empty() {
+                    workers.keys().cloned().collect()
+                } else {
+                    partitions.to_vec()
+                };
+                keys.iter().filter_map(|k| workers.remove(k)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for w in &stopped {
+            let _ = w.stop.send(true);
+        }
+        let handles: Vec<JoinHandle<()>> = stopped.into_iter().map(|w| w.handle).collect();
+        let _ = block_on(async move {
+            for h in handles {
+                let _ = tokio::time::timeout(Duration::from_secs(60), h).await;
+            }
+        });
+    }
+}

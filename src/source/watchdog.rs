@@ -1,0 +1,83 @@
+//! Notices a consumer whose group membership stopped settling, so the processor can start a new one.
+//!
+//! A group handler that stays out of its steady state (joined, assignment taken) after the brokers
+//! answer again leaves the processor with no partitions, consuming nothing, for ever: librdkafka
+//! issues #2944, #3082 and #3396 report it after coordinator restarts, and a processor in CI
+//! stopped for good after a broker restart. Only a new consumer (a new group member) gets out of
+//! it, as a restart of the process would, so the processor starts one itself.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the group may stay unsettled, with the brokers answering, before the consumer counts
+/// as stuck. Longer than any rebalance outflow itself causes: a revoked partition finishes its
+/// batch in well under a second, a session expires after 10 s.
+pub const GROUP_STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often the consume loop asks.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The group handler's state as librdkafka's statistics last reported it.
+#[derive(Debug, Default)]
+pub struct GroupWatch {
+    inner: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// When the group was first seen unsettled since it was last settled; `None` while settled.
+    unsettled_since: Option<Instant>,
+    /// The last report, for the log line: `state/join_state`.
+    last: String,
+}
+
+impl GroupWatch {
+    /// Takes one statistics report: `state` and `join_state` of librdkafka's `cgrp` object.
+    pub fn observe(&self, state: &str, join_state: &str, now: Instant) {
+        let Ok(mut seen) = self.inner.lock() else {
+            return;
+        };
+        seen.last = format!("{state}/{join_state}");
+        if state == "up" && join_state == "steady" {
+            seen.unsettled_since = None;
+        } else if seen.unsettled_since.is_none() {
+            seen.unsettled_since = Some(now);
+        }
+    }
+
+    /// How long the group has been unsettled, and its last reported state, once that reaches
+    /// [`GROUP_STALL_LIMIT`].
+    pub fn stalled(&self, now: Instant) -> Option<(Duration, String)> {
+        let seen = self.inner.lock().ok()?;
+        let since = seen.unsettled_since?;
+        let unsettled = now.saturating_duration_since(since);
+        (unsettled >= GROUP_STALL_LIMIT).then(|| (unsettled, seen.last.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_group_unsettled_for_the_whole_limit_counts_as_stalled() {
+        let watch = GroupWatch::default();
+        let start = Instant::now();
+        assert!(watch.stalled(start).is_none(), "nothing reported yet");
+        watch.observe("up", "steady", start);
+        assert!(watch.stalled(start + GROUP_STALL_LIMIT * 2).is_none());
+        let lost = start + Duration::from_secs(1);
+        watch.observe("wait-broker-transport", "wait-unassign-to-complete", lost);
+        // later reports of the same episode do not move its start
+        watch.observe("up", "wait-join", lost + Duration::from_secs(30));
+        assert!(watch.stalled(lost + GROUP_STALL_LIMIT / 2).is_none());
+        let (unsettled, last) = watch
+            .stalled(lost + GROUP_STALL_LIMIT)
+            .unwrap_or_else(|| panic!("stalled for the limit"));
+        assert_eq!(unsettled, GROUP_STALL_LIMIT);
+        assert_eq!(last, "up/wait-join");
+        // settling once ends the episode
+        watch.observe("up", "steady", lost + GROUP_STALL_LIMIT);
+        assert!(watch.stalled(lost + GROUP_STALL_LIMIT * 3).is_none());
+    }
+}
