@@ -98,13 +98,7 @@ async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
     // and some more once the broker is back, so processing goes on after the restart on any machine
     let after = 500;
     // the default session timeout: a broker restart should not cost the group its session
-    let t = TestTopology::edited(
-        "pipeline.toml",
-        &[(
-            "properties = { \"session.timeout.ms\" = \"10000\", \"heartbeat.interval.ms\" = \"1000\" }\n",
-            "",
-        )],
-    );
+    let t = TestTopology::edited("pipeline.toml", &[(common::FAST_FAILOVER, "")]);
     t.prepare().await;
     let outflow = t.run(&[]);
     let producing = produce_quotes(&t, 0..quotes);

@@ -41,7 +41,7 @@ fn sasl_topology(mechanism: &str, password: &str) -> TestTopology {
     );
     TestTopology::edited_with_env(
         "pipeline.toml",
-        &[(BROKERS_LINE, &kafka)],
+        &[(common::FAST_FAILOVER, ""), (BROKERS_LINE, &kafka)],
         &[(PASSWORD_VAR, password)],
     )
 }
@@ -243,7 +243,10 @@ fn tls_topology(ca: &str) -> TestTopology {
     let kafka = format!(
         "brokers = \"{brokers}\"\nproperties = {{ \"security.protocol\" = \"SSL\", \"ssl.ca.location\" = \"{ca}\" }}"
     );
-    TestTopology::edited("pipeline.toml", &[(BROKERS_LINE, &kafka)])
+    TestTopology::edited(
+        "pipeline.toml",
+        &[(common::FAST_FAILOVER, ""), (BROKERS_LINE, &kafka)],
+    )
 }
 
 fn local_ca() -> String {

@@ -69,6 +69,7 @@ pub async fn run(
     loop {
         match consume(Arc::clone(&topology), Arc::clone(&shared), stop.clone()).await? {
             Ended::Stopped => return Ok(()),
+            Ended::GroupStalled if *stop.borrow() => return Ok(()),
             Ended::GroupStalled => crate::metrics::consumer_replaced(),
         }
     }

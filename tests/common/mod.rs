@@ -25,6 +25,12 @@ pub fn env(name: &str) -> String {
     })
 }
 
+/// `pipeline.toml`'s `[kafka] properties` line: a 10 s session, so killed and paused processors
+/// hand over their partitions within the tests' waits. Tests that bring properties of their own,
+/// or test the default, take it out.
+pub const FAST_FAILOVER: &str =
+    "properties = { \"session.timeout.ms\" = \"10000\", \"heartbeat.interval.ms\" = \"1000\" }\n";
+
 /// A topology with its own topics, consumer group and database, so tests never see each other's data.
 pub struct TestTopology {
     pub prefix: String,
