@@ -14,9 +14,10 @@ pub type Probe<T> = Result<T, String>;
 pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
-    // librdkafka backs off reconnecting up to 10 s, so after a broker restart of a few seconds a
-    // client could wait 10 s more for it (the group coordinator's connection did, and the group's
-    // session expired): the Java clients' 1 s cap, unless `[kafka] properties` set one
+    // librdkafka backs off reconnecting up to 10 s, so after a broker restart a client may wait
+    // that much longer for it (in a restart test the group coordinator's connection came up 5 s
+    // after the broker answered again): the Java clients' 1 s cap, unless `[kafka] properties`
+    // set one
     config.set("reconnect.backoff.max.ms", "1000");
     for (key, value) in &kafka.properties {
         config.set(key, value);
