@@ -1,5 +1,6 @@
 //! Faults on the real local stack: a relay killed between its Kafka commit and the Mongo clean-up,
-//! a paused (zombie) processor, a Kafka broker restart, a consumer group that cannot settle.
+//! a paused (zombie) processor, a Kafka broker restart or outage, a consumer group that cannot
+//! settle.
 //! Nothing lost, nothing doubled.
 //! The tests run one at a time: the broker restart would disturb the others.
 
@@ -15,6 +16,24 @@ use mongodb::bson::doc;
 
 /// Held for a whole test: the broker restart would disturb the others.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `deploy/local/kafka/kafka-local.sh <command>` (start, stop, restart) and fails the test if
+/// it fails.
+async fn kafka_local(command: &str) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/kafka/kafka-local.sh"
+    );
+    let status = tokio::process::Command::new(script)
+        .arg(command)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await;
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "kafka-local.sh {command} failed"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relay_killed_between_kafka_commit_and_mongo_cleanup_publishes_nothing_twice() {
@@ -108,16 +127,7 @@ async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
         })
         .await;
         assert!(started, "processing never started");
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/local/kafka/kafka-local.sh"
-        );
-        let status = tokio::process::Command::new(script)
-            .arg("restart")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .await;
-        assert!(status.is_ok_and(|s| s.success()), "broker restart failed");
+        kafka_local("restart").await;
         let back = std::time::Instant::now();
         let at_restart = t.count("event_log", doc! {}).await;
         produce_quotes(&t, quotes..quotes + after).await;
@@ -175,10 +185,6 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
     let _outflow = t.run(&[]);
     let base = t.http_base();
     common::wait_ready(&base).await;
-    let kafka = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/local/kafka/kafka-local.sh"
-    );
     let mut accepted = Vec::new();
     let mut refused = Vec::new();
     for n in 0..20 {
@@ -186,23 +192,14 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
         assert_eq!(status, 202);
         accepted.push(id);
     }
-    let stopped = tokio::process::Command::new(kafka)
-        .arg("stop")
-        .status()
-        .await;
-    assert!(stopped.is_ok_and(|s| s.success()));
+    kafka_local("stop").await;
     for n in 20..25 {
         let (status, id, retry_after) = post_quote(&base, n).await;
         assert_eq!(status, 503, "with the broker down the request is refused");
         assert_eq!(retry_after.as_deref(), Some("5"));
         refused.push(id);
     }
-    let started = tokio::process::Command::new(kafka)
-        .arg("start")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await;
-    assert!(started.is_ok_and(|s| s.success()));
+    kafka_local("start").await;
     for n in 25..45 {
         let mut status = 0;
         let mut id = String::new();
@@ -307,5 +304,35 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
     let left = tokio::task::spawn_blocking(move || drop(blocker));
     let _ = tokio::time::timeout(Duration::from_secs(30), left).await;
     assert_exactly_once(&t, quotes).await;
+    assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_past_the_stall_limit_keeps_the_consumer_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let quotes = 200;
+    // a 10 s session: the group stops being settled soon after the broker goes
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let outflow = t.run(&[]);
+    common::wait_ready(&t.http_base()).await;
+    kafka_local("stop").await;
+    let kept = eventually(Duration::from_secs(150), async || {
+        outflow.log_text().contains("keeping this consumer")
+    })
+    .await;
+    kafka_local("start").await;
+    assert!(
+        kept,
+        "the stalled consumer saw that the brokers do not answer anyone:\n{}",
+        outflow.log_tail(30)
+    );
+    produce_quotes(&t, 0..quotes).await;
+    assert_exactly_once(&t, quotes).await;
+    assert!(
+        !outflow.log_text().contains("starting a new consumer"),
+        "no consumer is replaced while the brokers are down, nor once they are back:\n{}",
+        outflow.log_tail(30)
+    );
     assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
 }

@@ -134,12 +134,26 @@ async fn consume(
                 Err(e) => tracing::warn!("consumer: {e}"),
             },
             _ = check.tick() => if let Some((unsettled, last)) = consumer.context().group.stalled(Instant::now()) {
-                tracing::error!(
-                    "the consumer group has not settled for {} s (librdkafka's group state: {last}); \
-                     starting a new consumer, as a restart of the process would",
-                    unsettled.as_secs()
-                );
-                break Ok(Ended::GroupStalled);
+                // a new consumer only helps if the brokers answer one: during an outage, each
+                // replacement would only leave another client behind, closing
+                match crate::health::kafka_topics(&topology.kafka, watchdog::PROBE_TIMEOUT).await {
+                    Ok(_) => {
+                        tracing::error!(
+                            "the consumer group has not settled for {} s (librdkafka's group state: {last}) \
+                             while the brokers answer; starting a new consumer, as a restart of the process would",
+                            unsettled.as_secs()
+                        );
+                        break Ok(Ended::GroupStalled);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "the consumer group has not settled for {} s (librdkafka's group state: {last}), \
+                             and the brokers do not answer a new client either ({e}); keeping this consumer",
+                            unsettled.as_secs()
+                        );
+                        consumer.context().group.restart_episode(Instant::now());
+                    }
+                }
             },
         }
     };

@@ -17,6 +17,9 @@ pub const GROUP_STALL_LIMIT: Duration = Duration::from_secs(60);
 /// How often the consume loop asks.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a stalled consumer's probe of the brokers (with a new client) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The group handler's state as librdkafka's statistics last reported it.
 #[derive(Debug, Default)]
 pub struct GroupWatch {
@@ -41,6 +44,16 @@ impl GroupWatch {
         if state == "up" && join_state == "steady" {
             seen.unsettled_since = None;
         } else if seen.unsettled_since.is_none() {
+            seen.unsettled_since = Some(now);
+        }
+    }
+
+    /// Counts the current episode as starting `now`: after a stall that a new consumer would not
+    /// cure (the brokers do not answer anyone), the next look is a whole limit later.
+    pub fn restart_episode(&self, now: Instant) {
+        if let Ok(mut seen) = self.inner.lock()
+            && seen.unsettled_since.is_some()
+        {
             seen.unsettled_since = Some(now);
         }
     }
@@ -76,8 +89,18 @@ mod tests {
             .unwrap_or_else(|| panic!("stalled for the limit"));
         assert_eq!(unsettled, GROUP_STALL_LIMIT);
         assert_eq!(last, "up/wait-join");
+        // with the brokers down too, the next look is a whole limit later
+        let probed = lost + GROUP_STALL_LIMIT;
+        watch.restart_episode(probed);
+        assert!(watch.stalled(probed + GROUP_STALL_LIMIT / 2).is_none());
+        assert!(watch.stalled(probed + GROUP_STALL_LIMIT).is_some());
         // settling once ends the episode
-        watch.observe("up", "steady", lost + GROUP_STALL_LIMIT);
-        assert!(watch.stalled(lost + GROUP_STALL_LIMIT * 3).is_none());
+        watch.observe("up", "steady", probed + GROUP_STALL_LIMIT);
+        assert!(watch.stalled(probed + GROUP_STALL_LIMIT * 3).is_none());
+        watch.restart_episode(probed + GROUP_STALL_LIMIT * 3);
+        assert!(
+            watch.stalled(probed + GROUP_STALL_LIMIT * 5).is_none(),
+            "a settled group has no episode to restart"
+        );
     }
 }
