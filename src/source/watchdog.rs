@@ -2,9 +2,10 @@
 //!
 //! A group handler that stays out of its steady state (joined, assignment taken) after the brokers
 //! answer again leaves the processor with no partitions, consuming nothing, for ever: librdkafka
-//! issues #2944, #3082 and #3396 report it after coordinator restarts, and a processor in CI
-//! stopped for good after a broker restart. Only a new consumer (a new group member) gets out of
-//! it, as a restart of the process would, so the processor starts one itself.
+//! issues #2944, #3082 and #3396 report it after coordinator restarts, and in CI a processor's
+//! consumer stayed in `query-coord` after a broker restart while the broker answered everyone
+//! else. Only a new consumer (a new group member) gets out of it, as a restart of the process
+//! would, so the processor starts one itself.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
