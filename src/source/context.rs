@@ -129,6 +129,9 @@ impl ConsumerContext for SourceContext {
                 self.shared
                     .joined
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                // the statistics may still say otherwise for up to 5 s: a claim that waited out a
+                // long Mongo outage must not look like a stuck group to the watchdog
+                self.group.assigned();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked = partitions_of(tpl);

@@ -49,6 +49,15 @@ impl GroupWatch {
         }
     }
 
+    /// The processor just took an assignment: the group has settled, whatever the last
+    /// statistics said (they come every 5 s, and the assignment callback may have waited out a
+    /// Mongo outage meanwhile).
+    pub fn assigned(&self) {
+        if let Ok(mut seen) = self.inner.lock() {
+            seen.unsettled_since = None;
+        }
+    }
+
     /// Counts the current episode as starting `now`: after a stall that a new consumer would not
     /// cure (the brokers do not answer anyone), the next look is a whole limit later.
     pub fn restart_episode(&self, now: Instant) {
@@ -103,5 +112,20 @@ mod tests {
             watch.stalled(probed + GROUP_STALL_LIMIT * 5).is_none(),
             "a settled group has no episode to restart"
         );
+    }
+
+    #[test]
+    fn an_assignment_ends_the_episode_before_the_statistics_say_so() {
+        let watch = GroupWatch::default();
+        let start = Instant::now();
+        // the assignment callback waited out a long Mongo outage while claiming
+        watch.observe("up", "wait-assign-call", start);
+        watch.assigned();
+        assert!(watch.stalled(start + GROUP_STALL_LIMIT * 2).is_none());
+        // a later report of an unsettled group starts a new episode from there
+        let later = start + GROUP_STALL_LIMIT * 2;
+        watch.observe("up", "wait-join", later);
+        assert!(watch.stalled(later + GROUP_STALL_LIMIT / 2).is_none());
+        assert!(watch.stalled(later + GROUP_STALL_LIMIT).is_some());
     }
 }
