@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 /// How long the group may stay unsettled, with the brokers answering, before the consumer counts
 /// as stuck. Longer than any rebalance outflow itself causes: a revoked partition finishes its
-/// batch in well under a second, a session expires after 10 s.
+/// batch in well under a second, and a dead member leaves the group when its session expires
+/// (45 s by default; a `session.timeout.ms` above this limit would make such waits look stuck).
 pub const GROUP_STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// How often the consume loop asks.
