@@ -51,6 +51,7 @@ impl SourceContext {
         topology: Arc<Topology>,
         stopping: watch::Receiver<bool>,
         failures: mpsc::UnboundedSender<SourceError>,
+        group: GroupWatch,
     ) -> Self {
         Self {
             shared,
@@ -59,7 +60,7 @@ impl SourceContext {
             workers: Mutex::new(HashMap::new()),
             stopping,
             failures,
-            group: GroupWatch::default(),
+            group,
         }
     }
 

@@ -56,7 +56,7 @@ const PREFETCH_KIB: &str = "8192";
 enum Ended {
     /// `stop` turned true.
     Stopped,
-    /// Its group did not settle for [`watchdog::GROUP_STALL_LIMIT`]: a new consumer takes over.
+    /// Its group did not settle for [`watchdog::stall_limit`]: a new consumer takes over.
     GroupStalled,
 }
 
@@ -106,8 +106,13 @@ async fn consume(
             config.set(key, default);
         }
     }
+    let session = config
+        .get("session.timeout.ms")
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
+    let group = watchdog::GroupWatch::new(watchdog::stall_limit(session));
     let (failures, mut failed) = mpsc::unbounded_channel();
-    let context = SourceContext::new(shared, Arc::clone(&topology), stop.clone(), failures);
+    let context = SourceContext::new(shared, Arc::clone(&topology), stop.clone(), failures, group);
     let consumer: Arc<StreamConsumer<SourceContext>> =
         Arc::new(config.create_with_context(context)?);
     consumer.context().attach(&consumer);
@@ -136,7 +141,12 @@ async fn consume(
             _ = check.tick() => if let Some((unsettled, last)) = consumer.context().group.stalled(Instant::now()) {
                 // a new consumer only helps if the brokers answer one: during an outage, each
                 // replacement would only leave another client behind, closing
-                match crate::health::kafka_topics(&topology.kafka, watchdog::PROBE_TIMEOUT).await {
+                let probe = tokio::select! {
+                    probe = crate::health::kafka_topics(&topology.kafka, watchdog::PROBE_TIMEOUT) => probe,
+                    // a shutdown does not wait for the probe
+                    _ = stop.changed() => break Ok(Ended::Stopped),
+                };
+                match probe {
                     Ok(_) => {
                         tracing::error!(
                             "the consumer group has not settled for {} s (librdkafka's group state: {last}) \

@@ -11,10 +11,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long the group may stay unsettled, with the brokers answering, before the consumer counts
-/// as stuck. Longer than any rebalance outflow itself causes: a revoked partition finishes its
-/// batch in well under a second, and a dead member leaves the group when its session expires
-/// (45 s by default; a `session.timeout.ms` above this limit would make such waits look stuck).
+/// as stuck, at the least. Longer than any rebalance outflow itself causes: a revoked partition
+/// finishes its batch in well under a second.
 pub const GROUP_STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a rebalance may wait beyond a session timeout: the coordinator's own check interval and
+/// the rejoin of the members that stayed.
+const BEYOND_SESSION: Duration = Duration::from_secs(15);
+
+/// The stall limit for a group whose members' sessions last `session`: a member that died without
+/// leaving holds a rebalance until its session expires, which is a wait, not a stall (the 45 s
+/// default session keeps the 60 s floor; a session of 120 s makes it 135 s).
+pub fn stall_limit(session: Duration) -> Duration {
+    GROUP_STALL_LIMIT.max(session + BEYOND_SESSION)
+}
 
 /// How often the consume loop asks.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -23,8 +33,10 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The group handler's state as librdkafka's statistics last reported it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GroupWatch {
+    /// How long an episode may last before it counts as a stall (see [`stall_limit`]).
+    limit: Duration,
     inner: Mutex<Seen>,
 }
 
@@ -37,6 +49,14 @@ struct Seen {
 }
 
 impl GroupWatch {
+    /// Watches a group whose episodes may last `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            inner: Mutex::default(),
+        }
+    }
+
     /// Takes one statistics report: `state` and `join_state` of librdkafka's `cgrp` object.
     pub fn observe(&self, state: &str, join_state: &str, now: Instant) {
         let Ok(mut seen) = self.inner.lock() else {
@@ -70,12 +90,12 @@ impl GroupWatch {
     }
 
     /// How long the group has been unsettled, and its last reported state, once that reaches
-    /// [`GROUP_STALL_LIMIT`].
+    /// the limit.
     pub fn stalled(&self, now: Instant) -> Option<(Duration, String)> {
         let seen = self.inner.lock().ok()?;
         let since = seen.unsettled_since?;
         let unsettled = now.saturating_duration_since(since);
-        (unsettled >= GROUP_STALL_LIMIT).then(|| (unsettled, seen.last.clone()))
+        (unsettled >= self.limit).then(|| (unsettled, seen.last.clone()))
     }
 }
 
@@ -85,7 +105,7 @@ mod tests {
 
     #[test]
     fn only_a_group_unsettled_for_the_whole_limit_counts_as_stalled() {
-        let watch = GroupWatch::default();
+        let watch = GroupWatch::new(GROUP_STALL_LIMIT);
         let start = Instant::now();
         assert!(watch.stalled(start).is_none(), "nothing reported yet");
         watch.observe("up", "steady", start);
@@ -117,7 +137,7 @@ mod tests {
 
     #[test]
     fn an_assignment_ends_the_episode_before_the_statistics_say_so() {
-        let watch = GroupWatch::default();
+        let watch = GroupWatch::new(GROUP_STALL_LIMIT);
         let start = Instant::now();
         // the assignment callback waited out a long Mongo outage while claiming
         watch.observe("up", "wait-assign-call", start);
@@ -128,5 +148,21 @@ mod tests {
         watch.observe("up", "wait-join", later);
         assert!(watch.stalled(later + GROUP_STALL_LIMIT / 2).is_none());
         assert!(watch.stalled(later + GROUP_STALL_LIMIT).is_some());
+    }
+
+    #[test]
+    fn a_session_longer_than_the_floor_lengthens_the_limit() {
+        assert_eq!(stall_limit(Duration::from_secs(10)), GROUP_STALL_LIMIT);
+        assert_eq!(stall_limit(Duration::from_secs(45)), GROUP_STALL_LIMIT);
+        let limit = stall_limit(Duration::from_secs(120));
+        assert_eq!(limit, Duration::from_secs(135));
+        let watch = GroupWatch::new(limit);
+        let start = Instant::now();
+        watch.observe("up", "wait-join", start);
+        assert!(
+            watch.stalled(start + Duration::from_secs(120)).is_none(),
+            "a rebalance waiting out a dead member's 120 s session is not a stall"
+        );
+        assert!(watch.stalled(start + limit).is_some());
     }
 }
