@@ -23,23 +23,47 @@ pub enum TopicError {
 /// How long start-up waits for the brokers before giving up (a refused login fails at once).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// (name, partitions, compacted) of every topic the topology reads or writes.
-pub fn wanted(topology: &Topology) -> Vec<(String, i32, bool)> {
-    let mut topics: Vec<(String, i32, bool)> = Vec::new();
-    let mut add = |name: &str, partitions: i32, compacted: bool| {
-        if !topics.iter().any(|(n, _, _)| n == name) {
-            topics.push((name.to_string(), partitions, compacted));
+/// A topic to create: its name, partitions and topic-level configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(&'static str, &'static str)>,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            configs: Vec::new(),
+        }
+    }
+
+    /// The same topic with one more topic-level config.
+    pub fn with(mut self, key: &'static str, value: &'static str) -> Self {
+        self.configs.push((key, value));
+        self
+    }
+}
+
+/// Every topic the topology reads or writes, each once.
+pub fn wanted(topology: &Topology) -> Vec<TopicSpec> {
+    let mut topics: Vec<TopicSpec> = Vec::new();
+    let mut add = |spec: TopicSpec| {
+        if !topics.iter().any(|t| t.name == spec.name) {
+            topics.push(spec);
         }
     };
     for s in &topology.sources {
-        add(&s.topic, s.partitions, false);
-        add(&s.dlq_topic, s.partitions, false);
+        add(TopicSpec::new(&s.topic, s.partitions));
+        add(TopicSpec::new(&s.dlq_topic, s.partitions));
     }
     for t in &topology.topics {
-        add(&t.name, t.partitions, false);
+        add(TopicSpec::new(&t.name, t.partitions));
     }
     let shards = crate::relay::shards(topology).len().max(1) as i32;
-    add(&topology.relay.checkpoint_topic, shards, true);
+    add(TopicSpec::new(&topology.relay.checkpoint_topic, shards).with("cleanup.policy", "compact"));
     topics
 }
 
@@ -50,16 +74,26 @@ pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicEr
     let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(&topology.kafka)
         .create()
         .map_err(|e| TopicError::Admin(e.to_string()))?;
-    let wanted = wanted(topology);
-    let new: Vec<NewTopic<'_>> = wanted
+    create(&admin, &wanted(topology), replication).await
+}
+
+/// Creates each of `specs` that does not exist yet; an existing topic is left as it is.
+pub async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[TopicSpec],
+    replication: i32,
+) -> Result<(), TopicError> {
+    let new: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|(name, partitions, compacted)| {
-            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(replication));
-            if *compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
+        .map(|spec| {
+            spec.configs.iter().fold(
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(replication),
+                ),
+                |topic, (key, value)| topic.set(key, value),
+            )
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -127,14 +127,12 @@ async fn fresh_topic_and_producer(
         rdkafka::ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .create()?;
-    let new = rdkafka::admin::NewTopic::new(
-        &topic,
-        partitions,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    );
-    admin
-        .create_topics([&new], &rdkafka::admin::AdminOptions::new())
-        .await?;
+    outflow::topics::create(
+        &admin,
+        &[outflow::topics::TopicSpec::new(&topic, partitions)],
+        1,
+    )
+    .await?;
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(

@@ -232,15 +232,12 @@ impl Bench {
 /// Creates the source topic with the broker's append time as each record's timestamp: the
 /// latency is measured from the append, not from the producer's send.
 async fn create_source_topic(topology: &Topology) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use outflow::topics::TopicSpec;
     let source = &topology.sources[0];
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        outflow::health::kafka_config(&topology.kafka).create()?;
-    let topic = NewTopic::new(&source.topic, source.partitions, TopicReplication::Fixed(1))
-        .set("message.timestamp.type", "LogAppendTime");
-    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
-        result.map_err(|(topic, code)| anyhow::anyhow!("cannot create `{topic}`: {code}"))?;
-    }
+    let admin = outflow::health::kafka_config(&topology.kafka).create()?;
+    let topic = TopicSpec::new(&source.topic, source.partitions)
+        .with("message.timestamp.type", "LogAppendTime");
+    outflow::topics::create(&admin, &[topic], 1).await?;
     Ok(())
 }
 
