@@ -8,7 +8,8 @@ cd "$ROOT"
 eval "$(deploy/local/stack.sh up)"
 echo "== building outflow" >&2
 cargo build -q --bin outflow
-OUTFLOW="$ROOT/target/debug/outflow"
+# where cargo put it: CARGO_TARGET_DIR when set (relative paths count from here, as for cargo)
+OUTFLOW="${CARGO_TARGET_DIR:-$ROOT/target}/debug/outflow"
 RUN_DIR="${OUTFLOW_LOCAL_RUN:-$ROOT/deploy/local/.run}"
 mkdir -p "$RUN_DIR"
 "$OUTFLOW" validate topology.toml >&2
