@@ -20,6 +20,23 @@ pub mod header {
     /// Set when the value (and a huge key) was left out of the dead letter, too large to publish:
     /// says where the original record is.
     pub const VALUE_OMITTED: &str = "outflow.value.omitted";
+
+    /// A record's headers as text, into any map (a header without a value reads as empty).
+    pub fn as_text<M: FromIterator<(String, String)>>(message: &impl rdkafka::Message) -> M {
+        use rdkafka::message::Headers;
+        message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                        (h.key.to_string(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|| std::iter::empty().collect())
+    }
 }
 
 /// The largest record (key, value and headers) the relay publishes: librdkafka's default

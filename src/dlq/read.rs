@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::header;
@@ -134,21 +133,7 @@ pub fn read(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 read += 1;
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    h.value
-                                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                                        .unwrap_or_default(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = super::header::as_text(&m);
                 let d = StoredDeadLetter {
                     topic: m.topic().to_string(),
                     partition: m.partition(),

@@ -14,7 +14,6 @@ use outflow::config::Topology;
 use outflow::ingress::{EventProducer, ProduceError};
 use outflow::schema::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
@@ -303,21 +302,7 @@ pub fn read_committed(
             break;
         }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                h.value
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = outflow::dlq::header::as_text(&m);
             records.push(Record {
                 partition: m.partition(),
                 offset: m.offset(),
