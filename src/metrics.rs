@@ -20,6 +20,7 @@ pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
 pub const SOURCE_RECORD_AGE: &str = "outflow_source_record_age_seconds";
 pub const BATCH_PHASE_SECONDS: &str = "outflow_batch_phase_seconds";
 pub const CONSUMER_REPLACED: &str = "outflow_consumer_replaced_total";
+pub const GROUP_UNSETTLED_SECONDS: &str = "outflow_consumer_group_unsettled_seconds";
 
 /// How often recorded histogram samples are folded into their summaries.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
@@ -114,6 +115,12 @@ impl PhaseClock {
 /// The processor gave up on a consumer whose group did not settle and started a new one.
 pub fn consumer_replaced() {
     counter!(CONSUMER_REPLACED).increment(1);
+}
+
+/// How long the processor's consumer group has been out of its steady state (0 while steady):
+/// all that time this processor may hold no partitions.
+pub fn group_unsettled(unsettled: Duration) {
+    gauge!(GROUP_UNSETTLED_SECONDS).set(unsettled.as_secs_f64());
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {

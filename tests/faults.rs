@@ -271,6 +271,19 @@ fn member_that_stops_polling(t: &TestTopology) -> rdkafka::consumer::BaseConsume
     member
 }
 
+/// The processor's `outflow_consumer_group_unsettled_seconds`, once it is exported.
+async fn group_unsettled_seconds(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("outflow_consumer_group_unsettled_seconds "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
     let _serial = SERIAL.lock().await;
@@ -280,6 +293,18 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
     produce_quotes(&t, 0..quotes).await;
     let blocker = member_that_stops_polling(&t);
     let outflow = t.run(&[]);
+    // the gauge shows the stuck group before the watchdog acts
+    let gauge_rose = eventually(Duration::from_secs(120), async || {
+        group_unsettled_seconds(&t.http_base())
+            .await
+            .is_some_and(|s| s >= 30.0)
+    })
+    .await;
+    assert!(
+        gauge_rose,
+        "outflow_consumer_group_unsettled_seconds never reached 30 s:\n{}",
+        outflow.log_tail(30)
+    );
     let replaced = eventually(Duration::from_secs(150), async || {
         outflow.log_text().contains("starting a new consumer")
     })

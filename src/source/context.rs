@@ -75,8 +75,9 @@ impl ClientContext for SourceContext {
     /// consumer lag.
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let Some(group) = &statistics.cgrp {
-            self.group
-                .observe(&group.state, &group.join_state, Instant::now());
+            let now = Instant::now();
+            self.group.observe(&group.state, &group.join_state, now);
+            crate::metrics::group_unsettled(self.group.unsettled_for(now));
         }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -133,6 +134,7 @@ impl ConsumerContext for SourceContext {
                 // the statistics may still say otherwise for up to 5 s: a claim that waited out a
                 // long Mongo outage must not look like a stuck group to the watchdog
                 self.group.assigned();
+                crate::metrics::group_unsettled(Duration::ZERO);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked = partitions_of(tpl);

@@ -89,6 +89,15 @@ impl GroupWatch {
         }
     }
 
+    /// How long the group has been unsettled (zero while it is settled).
+    pub fn unsettled_for(&self, now: Instant) -> Duration {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|seen| seen.unsettled_since)
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
     /// How long the group has been unsettled, and its last reported state, once that reaches
     /// the limit.
     pub fn stalled(&self, now: Instant) -> Option<(Duration, String)> {
@@ -109,11 +118,19 @@ mod tests {
         let start = Instant::now();
         assert!(watch.stalled(start).is_none(), "nothing reported yet");
         watch.observe("up", "steady", start);
+        assert_eq!(
+            watch.unsettled_for(start + GROUP_STALL_LIMIT),
+            Duration::ZERO
+        );
         assert!(watch.stalled(start + GROUP_STALL_LIMIT * 2).is_none());
         let lost = start + Duration::from_secs(1);
         watch.observe("wait-broker-transport", "wait-unassign-to-complete", lost);
         // later reports of the same episode do not move its start
         watch.observe("up", "wait-join", lost + Duration::from_secs(30));
+        assert_eq!(
+            watch.unsettled_for(lost + Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
         assert!(watch.stalled(lost + GROUP_STALL_LIMIT / 2).is_none());
         let (unsettled, last) = watch
             .stalled(lost + GROUP_STALL_LIMIT)
