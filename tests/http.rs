@@ -42,6 +42,21 @@ async fn post(
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// GET `url`; a request that gets no answer fails the test, naming the url.
+async fn get(url: impl AsRef<str>) -> reqwest::Response {
+    let url = url.as_ref();
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// GET `url` as JSON (`Value::Null` when the body is not JSON).
+async fn get_json(url: impl AsRef<str>) -> Value {
+    get(url).await.json().await.unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
     let t = TestTopology::new("pipeline.toml");
@@ -90,11 +105,7 @@ async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
     })
     .await;
     assert!(priced_state, "GET {url} never showed version 2");
-    let response = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let response = get(&url).await;
     let etag = response
         .headers()
         .get("etag")
@@ -117,25 +128,11 @@ async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(not_modified.status(), 304);
 
-    let events: Value = client()
-        .get(format!("{url}/events?limit=1"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let events: Value = get_json(format!("{url}/events?limit=1")).await;
     assert_eq!(events["events"][0]["eventId"], "req-1");
     assert_eq!(events["events"][0]["version"], 1);
     assert_eq!(events["next"], 1);
-    let page2: Value = client()
-        .get(format!("{url}/events?limit=1&after=1"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let page2: Value = get_json(format!("{url}/events?limit=1&after=1")).await;
     assert_eq!(page2["events"][0]["type"], "QuotePriced");
 
     let updates = read_committed(
@@ -153,11 +150,8 @@ async fn a_posted_quote_reaches_mongo_and_entity_updates_and_can_be_queried() {
     assert_eq!(t.count("event_log", doc! {}).await, 2);
 
     // the metrics the dashboards use are there after traffic
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
+    let metrics = get(format!("{base}/metrics"))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
         .text()
         .await
         .unwrap_or_default();
@@ -237,11 +231,7 @@ async fn every_refusal_says_why() {
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
     let (status, _, _) = post(&base, "/quotes", &deep, &[JSON]).await;
     assert_eq!(status, 400, "deeply nested JSON is refused, not a crash");
-    let unknown = client()
-        .get(format!("{base}/entities/policy/p1"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let unknown = get(format!("{base}/entities/policy/p1")).await;
     assert_eq!(unknown.status(), 404);
     let body: Value = unknown.json().await.unwrap_or_default();
     assert!(
@@ -250,17 +240,9 @@ async fn every_refusal_says_why() {
             .is_some_and(|e| e.contains("unknown entity kind `policy`")),
         "{body}"
     );
-    let missing = client()
-        .get(format!("{base}/entities/quote/nope"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let missing = get(format!("{base}/entities/quote/nope")).await;
     assert_eq!(missing.status(), 404);
-    let bad_limit = client()
-        .get(format!("{base}/entities/quote/nope/events?limit=abc"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let bad_limit = get(format!("{base}/entities/quote/nope/events?limit=abc")).await;
     assert_eq!(bad_limit.status(), 400);
     assert_eq!(
         t.count("event_log", doc! {}).await,
@@ -317,11 +299,7 @@ async fn bearer_tokens_guard_their_route_groups() {
     )
     .await;
     assert_eq!(status, 202);
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = get(format!("{base}/metrics")).await;
     assert_eq!(metrics.status(), 401, "admin routes have their own token");
     let metrics = client()
         .get(format!("{base}/metrics"))
@@ -330,11 +308,7 @@ async fn bearer_tokens_guard_their_route_groups() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(metrics.status(), 200);
-    let open = client()
-        .get(format!("{base}/entities/quote/tok-1"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let open = get(format!("{base}/entities/quote/tok-1")).await;
     assert_ne!(open.status(), 401, "query routes have no token here");
     assert!(
         !server.log_text().contains("s3cret"),
@@ -358,14 +332,7 @@ async fn the_openapi_document_is_valid_and_its_examples_are_accepted() {
     let _outflow = t.run(&[]);
     let base = t.http_base();
     wait_ready(&base).await;
-    let doc: Value = client()
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let doc: Value = get_json(format!("{base}/openapi.json")).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let file = t.path.with_extension("openapi.json");
     std::fs::write(&file, doc.to_string()).unwrap_or_else(|e| panic!("{e}"));
