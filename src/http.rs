@@ -2,7 +2,6 @@
 //! `/healthz`, `/readyz`), with optional bearer tokens per route group and a request id per request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -41,8 +40,8 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     pub store: Store,
     pub metrics: Option<PrometheusHandle>,
-    /// Set once the processor joined its consumer group (`None`: this process runs no processor).
-    pub processor_joined: Option<Arc<AtomicBool>>,
+    /// The processor's consumer group (`None`: this process runs no processor).
+    pub processor_group: Option<Arc<crate::source::GroupStatus>>,
 }
 
 /// Reads a token from its source once, at start-up.
@@ -198,7 +197,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Ready when Kafka, Mongo and the registry answer, and (for a processor) the group was joined.
+/// Ready when Kafka, Mongo and the registry answer, and (for a processor) the group was joined
+/// once; a later rebalance is named in the processor check but leaves the process ready.
 async fn readyz(State(state): State<AppState>) -> Response {
     let timeout = Duration::from_secs(2);
     let t = &state.topology;
@@ -207,17 +207,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         crate::health::registry_subjects(&t.registry, timeout),
         crate::health::mongo_ping(&t.mongo, timeout)
     );
-    let joined = state
-        .processor_joined
+    let (processor, processor_ready) = state
+        .processor_group
         .as_ref()
-        .map(|j| j.load(Ordering::Relaxed));
+        .map_or(("not running here".to_string(), true), |g| g.check());
     let checks = json!({
         "kafka": kafka.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
         "registry": registry.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
         "mongo": mongo.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone()),
-        "processor": match joined { None => "not running here", Some(true) => "ok", Some(false) => "waiting for partitions" },
+        "processor": processor,
     });
-    let ready = kafka.is_ok() && registry.is_ok() && mongo.is_ok() && joined != Some(false);
+    let ready = kafka.is_ok() && registry.is_ok() && mongo.is_ok() && processor_ready;
     let status = if ready {
         StatusCode::OK
     } else {

@@ -172,13 +172,13 @@ impl Runtime {
 
     /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
     pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
-        let joined = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let group = Arc::new(crate::source::GroupStatus::default());
         let http = {
             let state = crate::http::AppState {
                 topology: Arc::clone(&self.topology),
                 store: self.store.clone(),
                 metrics: crate::metrics::install(),
-                processor_joined: roles.processor().then(|| Arc::clone(&joined)),
+                processor_group: roles.processor().then(|| Arc::clone(&group)),
             };
             let producer = if self.topology.ingress.is_empty() || !roles.api() {
                 None
@@ -209,7 +209,7 @@ impl Runtime {
                 store: self.store.clone(),
                 registry: Arc::clone(&self.registry),
                 runner: Arc::clone(&self.runner),
-                joined,
+                group,
                 commit_slots: Arc::new(tokio::sync::Semaphore::new(
                     self.topology.mongo.max_concurrent_batches,
                 )),

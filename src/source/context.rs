@@ -77,7 +77,7 @@ impl ClientContext for SourceContext {
         if let Some(group) = &statistics.cgrp {
             let now = Instant::now();
             self.group.observe(&group.state, &group.join_state, now);
-            crate::metrics::group_unsettled(self.group.unsettled_for(now));
+            self.shared.group.unsettled(self.group.unsettled_for(now));
         }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -128,13 +128,10 @@ impl ConsumerContext for SourceContext {
                     return;
                 }
                 self.start_workers(split);
-                self.shared
-                    .joined
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.shared.group.joined();
                 // the statistics may still say otherwise for up to 5 s: a claim that waited out a
                 // long Mongo outage must not look like a stuck group to the watchdog
                 self.group.assigned();
-                crate::metrics::group_unsettled(Duration::ZERO);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked = partitions_of(tpl);

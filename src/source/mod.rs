@@ -12,6 +12,7 @@ mod partition;
 mod watchdog;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -47,6 +48,45 @@ pub enum SourceError {
         partition: i32,
         reason: String,
     },
+}
+
+/// What the processor's consumer group looks like from here, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct GroupStatus {
+    /// Set at the first assignment.
+    joined: AtomicBool,
+    /// How long the group has been out of its steady state, in ms (0 while steady).
+    unsettled_ms: AtomicU64,
+}
+
+impl GroupStatus {
+    pub(crate) fn joined(&self) {
+        self.joined.store(true, Ordering::Relaxed);
+        self.unsettled(Duration::ZERO);
+    }
+
+    /// The group has been unsettled this long (zero: it is steady); also the metric.
+    pub(crate) fn unsettled(&self, unsettled: Duration) {
+        let ms = u64::try_from(unsettled.as_millis()).unwrap_or(u64::MAX);
+        self.unsettled_ms.store(ms, Ordering::Relaxed);
+        crate::metrics::group_unsettled(unsettled);
+    }
+
+    /// The readiness check's words, and whether the process may count as ready. A rebalance after
+    /// the first assignment keeps it ready: its HTTP routes work without partitions, and the
+    /// watchdog replaces a consumer whose group does not settle.
+    pub fn check(&self) -> (String, bool) {
+        if !self.joined.load(Ordering::Relaxed) {
+            return ("waiting for partitions".to_string(), false);
+        }
+        match self.unsettled_ms.load(Ordering::Relaxed) / 1000 {
+            0 => ("ok".to_string(), true),
+            secs => (
+                format!("rebalancing for {secs} s (the consumer group has not settled)"),
+                true,
+            ),
+        }
+    }
 }
 
 /// Records fetched ahead per partition at most, in KiB.
@@ -203,5 +243,29 @@ async fn close(consumer: Arc<StreamConsumer<SourceContext>>, limit: Duration) {
             "the Kafka consumer did not close within {}s; exiting without a clean leave of the group",
             limit.as_secs()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_the_first_assignment_and_names_a_later_rebalance() {
+        let group = GroupStatus::default();
+        assert_eq!(group.check(), ("waiting for partitions".to_string(), false));
+        group.unsettled(Duration::from_secs(3));
+        assert!(!group.check().1, "unsettled before it ever joined");
+        group.joined();
+        assert_eq!(group.check(), ("ok".to_string(), true));
+        group.unsettled(Duration::from_millis(75_400));
+        let (words, ready) = group.check();
+        assert!(ready, "a rebalance keeps the HTTP routes ready");
+        assert_eq!(
+            words,
+            "rebalancing for 75 s (the consumer group has not settled)"
+        );
+        group.unsettled(Duration::ZERO);
+        assert_eq!(group.check(), ("ok".to_string(), true));
     }
 }

@@ -23,8 +23,8 @@ pub struct Shared {
     pub store: crate::store::Store,
     pub registry: Arc<crate::schema::registry::Registry>,
     pub runner: Arc<crate::stage::StageRunner>,
-    /// Set once the consumer joined its group (for `/readyz`).
-    pub joined: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the consumer joined its group and how settled it is (for `/readyz`).
+    pub group: Arc<super::GroupStatus>,
     /// `mongo.max_concurrent_batches` permits: a batch holds one from its decode to its commit.
     pub commit_slots: Arc<tokio::sync::Semaphore>,
     /// This process's relay, when it runs one: committed outbox records are handed to it.
