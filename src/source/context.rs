@@ -75,9 +75,8 @@ impl ClientContext for SourceContext {
     /// consumer lag.
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let Some(group) = &statistics.cgrp {
-            let now = Instant::now();
-            self.group.observe(&group.state, &group.join_state, now);
-            self.shared.group.unsettled(self.group.unsettled_for(now));
+            self.group
+                .observe(&group.state, &group.join_state, Instant::now());
         }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -128,9 +127,9 @@ impl ConsumerContext for SourceContext {
                     return;
                 }
                 self.start_workers(split);
-                self.shared.group.joined();
                 // the statistics may still say otherwise for up to 5 s: a claim that waited out a
-                // long Mongo outage must not look like a stuck group to the watchdog
+                // long Mongo outage must not look like a stuck group to the watchdog (nor to
+                // `/readyz`)
                 self.group.assigned();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

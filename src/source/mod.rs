@@ -60,16 +60,21 @@ pub struct GroupStatus {
 }
 
 impl GroupStatus {
-    pub(crate) fn joined(&self) {
+    fn joined(&self) {
         self.joined.store(true, Ordering::Relaxed);
         self.unsettled(Duration::ZERO);
     }
 
     /// The group has been unsettled this long (zero: it is steady); also the metric.
-    pub(crate) fn unsettled(&self, unsettled: Duration) {
+    fn unsettled(&self, unsettled: Duration) {
         let ms = u64::try_from(unsettled.as_millis()).unwrap_or(u64::MAX);
         self.unsettled_ms.store(ms, Ordering::Relaxed);
         crate::metrics::group_unsettled(unsettled);
+    }
+
+    /// How long the group has been unsettled, as last published.
+    pub fn unsettled_time(&self) -> Duration {
+        Duration::from_millis(self.unsettled_ms.load(Ordering::Relaxed))
     }
 
     /// The readiness check's words, and whether the process may count as ready. A rebalance after
@@ -79,7 +84,7 @@ impl GroupStatus {
         if !self.joined.load(Ordering::Relaxed) {
             return ("waiting for partitions".to_string(), false);
         }
-        match self.unsettled_ms.load(Ordering::Relaxed) / 1000 {
+        match self.unsettled_time().as_secs() {
             0 => ("ok".to_string(), true),
             secs => (
                 format!("rebalancing for {secs} s (the consumer group has not settled)"),
@@ -150,7 +155,8 @@ async fn consume(
         .get("session.timeout.ms")
         .and_then(|ms| ms.parse().ok())
         .map_or(Duration::ZERO, Duration::from_millis);
-    let group = watchdog::GroupWatch::new(watchdog::stall_limit(session));
+    let group =
+        watchdog::GroupWatch::new(watchdog::stall_limit(session), Arc::clone(&shared.group));
     let (failures, mut failed) = mpsc::unbounded_channel();
     let context = SourceContext::new(shared, Arc::clone(&topology), stop.clone(), failures, group);
     let consumer: Arc<StreamConsumer<SourceContext>> =

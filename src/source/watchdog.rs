@@ -7,8 +7,10 @@
 //! else. Only a new consumer (a new group member) gets out of it, as a restart of the process
 //! would, so the processor starts one itself.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::GroupStatus;
 
 /// How long the group may stay unsettled, with the brokers answering, before the consumer counts
 /// as stuck, at the least. Longer than any rebalance outflow itself causes: a revoked partition
@@ -32,12 +34,14 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long a stalled consumer's probe of the brokers (with a new client) may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The group handler's state as librdkafka's statistics last reported it.
+/// The group handler's state as librdkafka's statistics last reported it, for one consumer.
 #[derive(Debug)]
 pub struct GroupWatch {
     /// How long an episode may last before it counts as a stall (see [`stall_limit`]).
     limit: Duration,
     inner: Mutex<Seen>,
+    /// The process's view of its group (for `/readyz` and the gauge), kept in step here.
+    status: Arc<GroupStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -49,11 +53,12 @@ struct Seen {
 }
 
 impl GroupWatch {
-    /// Watches a group whose episodes may last `limit`.
-    pub fn new(limit: Duration) -> Self {
+    /// Watches a group whose episodes may last `limit`, publishing what it sees to `status`.
+    pub fn new(limit: Duration, status: Arc<GroupStatus>) -> Self {
         Self {
             limit,
             inner: Mutex::default(),
+            status,
         }
     }
 
@@ -68,6 +73,11 @@ impl GroupWatch {
         } else if seen.unsettled_since.is_none() {
             seen.unsettled_since = Some(now);
         }
+        let unsettled = seen
+            .unsettled_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        drop(seen);
+        self.status.unsettled(unsettled);
     }
 
     /// The processor just took an assignment: the group has settled, whatever the last
@@ -77,6 +87,7 @@ impl GroupWatch {
         if let Ok(mut seen) = self.inner.lock() {
             seen.unsettled_since = None;
         }
+        self.status.joined();
     }
 
     /// Counts the current episode as starting `now`: after a stall that a new consumer would not
@@ -87,15 +98,6 @@ impl GroupWatch {
         {
             seen.unsettled_since = Some(now);
         }
-    }
-
-    /// How long the group has been unsettled (zero while it is settled).
-    pub fn unsettled_for(&self, now: Instant) -> Duration {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|seen| seen.unsettled_since)
-            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 
     /// How long the group has been unsettled, and its last reported state, once that reaches
@@ -114,22 +116,21 @@ mod tests {
 
     #[test]
     fn only_a_group_unsettled_for_the_whole_limit_counts_as_stalled() {
-        let watch = GroupWatch::new(GROUP_STALL_LIMIT);
+        let status = Arc::new(GroupStatus::default());
+        let watch = GroupWatch::new(GROUP_STALL_LIMIT, Arc::clone(&status));
         let start = Instant::now();
         assert!(watch.stalled(start).is_none(), "nothing reported yet");
         watch.observe("up", "steady", start);
-        assert_eq!(
-            watch.unsettled_for(start + GROUP_STALL_LIMIT),
-            Duration::ZERO
-        );
+        assert_eq!(status.unsettled_time(), Duration::ZERO);
         assert!(watch.stalled(start + GROUP_STALL_LIMIT * 2).is_none());
         let lost = start + Duration::from_secs(1);
         watch.observe("wait-broker-transport", "wait-unassign-to-complete", lost);
         // later reports of the same episode do not move its start
         watch.observe("up", "wait-join", lost + Duration::from_secs(30));
         assert_eq!(
-            watch.unsettled_for(lost + Duration::from_secs(30)),
-            Duration::from_secs(30)
+            status.unsettled_time(),
+            Duration::from_secs(30),
+            "published as the episode's length"
         );
         assert!(watch.stalled(lost + GROUP_STALL_LIMIT / 2).is_none());
         let (unsettled, last) = watch
@@ -154,11 +155,14 @@ mod tests {
 
     #[test]
     fn an_assignment_ends_the_episode_before_the_statistics_say_so() {
-        let watch = GroupWatch::new(GROUP_STALL_LIMIT);
+        let status = Arc::new(GroupStatus::default());
+        let watch = GroupWatch::new(GROUP_STALL_LIMIT, Arc::clone(&status));
         let start = Instant::now();
         // the assignment callback waited out a long Mongo outage while claiming
         watch.observe("up", "wait-assign-call", start);
+        assert!(!status.check().1, "not ready before the first assignment");
         watch.assigned();
+        assert_eq!(status.check(), ("ok".to_string(), true));
         assert!(watch.stalled(start + GROUP_STALL_LIMIT * 2).is_none());
         // a later report of an unsettled group starts a new episode from there
         let later = start + GROUP_STALL_LIMIT * 2;
@@ -173,7 +177,7 @@ mod tests {
         assert_eq!(stall_limit(Duration::from_secs(45)), GROUP_STALL_LIMIT);
         let limit = stall_limit(Duration::from_secs(120));
         assert_eq!(limit, Duration::from_secs(135));
-        let watch = GroupWatch::new(limit);
+        let watch = GroupWatch::new(limit, Arc::default());
         let start = Instant::now();
         watch.observe("up", "wait-join", start);
         assert!(
