@@ -271,15 +271,21 @@ fn member_that_stops_polling(t: &TestTopology) -> rdkafka::consumer::BaseConsume
     member
 }
 
-/// The processor's `outflow_consumer_group_unsettled_seconds`, once it is exported.
-async fn group_unsettled_seconds(base: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{base}/metrics"))
+/// The processor's `/metrics` page, if it answers.
+async fn metrics_text(base: &str) -> Option<String> {
+    reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .ok()
+}
+
+/// The processor's `outflow_consumer_group_unsettled_seconds`, once it is exported.
+async fn group_unsettled_seconds(base: &str) -> Option<f64> {
+    metrics_text(base)
+        .await?
+        .lines()
         .find_map(|line| line.strip_prefix("outflow_consumer_group_unsettled_seconds "))
         .and_then(|value| value.trim().parse().ok())
 }
@@ -319,12 +325,9 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
         0,
         "the blocking member holds every partition"
     );
-    let metrics = reqwest::get(format!("{}/metrics", t.http_base()))
+    let metrics = metrics_text(&t.http_base())
         .await
-        .unwrap_or_else(|e| panic!("/metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("/metrics: {e}"));
+        .unwrap_or_else(|| panic!("/metrics did not answer"));
     assert!(
         metrics.contains("outflow_consumer_replaced_total"),
         "the replacement is counted:\n{metrics}"
