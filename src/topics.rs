@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::Topology;
 
@@ -18,6 +20,36 @@ pub enum TopicError {
     Admin(String),
     #[error("cannot create topic `{topic}`: {reason}")]
     Create { topic: String, reason: String },
+}
+
+/// Why a topic's partitions could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionsError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The brokers answered with an error for the topic: unknown, not authorised.
+    #[error("`{topic}`: {error}")]
+    Topic { topic: String, error: String },
+}
+
+/// The partition ids of `topic` from the brokers' metadata (empty for a topic with none).
+pub fn partition_ids<X: ConsumerContext + ClientContext>(
+    consumer: &impl Consumer<X>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, PartitionsError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    if let Some(error) = metadata.topics().iter().find_map(|t| t.error()) {
+        return Err(PartitionsError::Topic {
+            topic: topic.to_string(),
+            error: RDKafkaErrorCode::from(error).to_string(),
+        });
+    }
+    Ok(metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// How long start-up waits for the brokers before giving up (a refused login fails at once).

@@ -1,4 +1,4 @@
-//! The on-call commands against the real stack: dead letters listed, inspected, replayed once fixed.
+//! The on-call commands against the real stack: dead letters listed, inspected, tailed, replayed once fixed.
 
 mod common;
 
@@ -105,6 +105,48 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
     let (code, dry, _) = outflow(&["dlq", "replay", "--dry-run", "--topology", &path]);
     assert_eq!(code, 0);
     assert!(dry.contains("dry run: would send 3"), "{dry}");
+
+    // `outflow tail` prints the same records as JSON lines, decoded, with their headers
+    let dlq_topic = t.topic("quote-events.dlq");
+    let tail = |extra: &[&str]| {
+        let mut args = vec![
+            "tail",
+            &dlq_topic,
+            "--from-beginning",
+            "--idle-timeout",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--topology", &path]);
+        let (code, out, err) = outflow(&args);
+        assert_eq!(code, 0, "outflow {args:?}: {err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect::<Vec<_>>()
+    };
+    let records = tail(&["--limit", "3"]);
+    assert_eq!(records.len(), 3, "{records:?}");
+    for r in &records {
+        assert_eq!(r["topic"], dlq_topic.as_str());
+        assert_eq!(r["headers"]["outflow.error.class"], "stage-error", "{r}");
+        assert_eq!(
+            r["value"]["premium"], -10.0,
+            "the value decoded from Avro: {r}"
+        );
+    }
+    let key = records[0]["key"].as_str().unwrap_or_default().to_string();
+    let keyed = tail(&["--key", &key, "--limit", "1"]);
+    assert!(
+        keyed.len() == 1 && keyed[0]["key"] == key.as_str(),
+        "{keyed:?}"
+    );
+    let missing = t.topic("no-such-topic");
+    let (code, _, err) = outflow(&["tail", &missing, "--topology", &path]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&missing) && err.contains("Unknown topic"),
+        "{err}"
+    );
 
     // fix the stage: negative premiums are fine after all
     let fixed = std::fs::read_to_string(&t.path)

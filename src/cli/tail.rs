@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::config;
 use crate::schema::display::value_as_json;
 use crate::schema::registry::Registry;
+use crate::topics::{PartitionsError, partition_ids};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,20 +55,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
-    if partitions.is_empty() {
-        anyhow::bail!(
-            "topic `{}` does not exist on {}",
-            args.topic,
-            topology.kafka.brokers
-        );
-    }
+    let brokers = &topology.kafka.brokers;
+    let partitions = match partition_ids(&consumer, &args.topic, Duration::from_secs(10)) {
+        Ok(ids) if ids.is_empty() => {
+            anyhow::bail!("topic `{}` has no partitions on {brokers}", args.topic)
+        }
+        Ok(ids) => ids,
+        Err(PartitionsError::Topic { error, .. }) => {
+            anyhow::bail!("topic `{}` on {brokers}: {error}", args.topic)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut tpl = TopicPartitionList::new();
     for p in partitions
         .into_iter()

@@ -10,6 +10,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::header;
 use crate::config::KafkaSettings;
 use crate::health::PartitionEofIsNews;
+use crate::topics::PartitionsError;
 
 /// A dead letter as read from its topic.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -103,19 +104,11 @@ pub fn read(
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .create_with_context(PartitionEofIsNews)?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    if let Some(error) = metadata.topics().iter().find_map(|t| t.error()) {
-        return Err(ReadError::Topic {
-            topic: topic.to_string(),
-            error: rdkafka::types::RDKafkaErrorCode::from(error).to_string(),
-        });
-    }
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    drop(metadata);
+    let partitions =
+        crate::topics::partition_ids(&consumer, topic, timeout).map_err(|e| match e {
+            PartitionsError::Kafka(e) => ReadError::Kafka(e),
+            PartitionsError::Topic { topic, error } => ReadError::Topic { topic, error },
+        })?;
     let mut out = Vec::new();
     if partitions.is_empty() {
         return Ok(out);
