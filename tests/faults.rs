@@ -1,6 +1,6 @@
 //! Faults on the real local stack: a relay killed between its Kafka commit and the Mongo clean-up,
 //! a paused (zombie) processor, a Kafka broker restart or outage, a consumer group that cannot
-//! settle.
+//! settle (and what `/readyz` says meanwhile).
 //! Nothing lost, nothing doubled.
 //! The tests run one at a time: the broker restart would disturb the others.
 
@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    EVENTS_PER_QUOTE, TestTopology, assert_exactly_once, eventually, produce_quotes, read_committed,
+    EVENTS_PER_QUOTE, TestTopology, assert_exactly_once, eventually, group, produce_quotes,
+    read_committed,
 };
 use mongodb::bson::doc;
 
@@ -242,54 +243,6 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
     }
 }
 
-/// Joins the topology's group with a member that takes every partition and then stops polling: it
-/// holds every later rebalance of the group until its `max.poll.interval.ms`, so nobody else's
-/// membership can settle meanwhile.
-fn member_that_stops_polling(t: &TestTopology) -> rdkafka::consumer::BaseConsumer {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let member: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", common::env("OUTFLOW_KAFKA_BROKERS"))
-        .set("group.id", &t.topology.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("max.poll.interval.ms", "300000")
-        .set("session.timeout.ms", "30000")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let topics = [t.topic("quote-events"), t.topic("enrollment-events")];
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    member
-        .subscribe(&topics)
-        .unwrap_or_else(|e| panic!("subscribe: {e}"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while member.assignment().map_or(0, |a| a.count()) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the blocking member got no partitions"
-        );
-        let _ = member.poll(Duration::from_millis(100));
-    }
-    member
-}
-
-/// The processor's `/metrics` page, if it answers.
-async fn metrics_text(base: &str) -> Option<String> {
-    reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()
-}
-
-/// The processor's `outflow_consumer_group_unsettled_seconds`, once it is exported.
-async fn group_unsettled_seconds(base: &str) -> Option<f64> {
-    metrics_text(base)
-        .await?
-        .lines()
-        .find_map(|line| line.strip_prefix("outflow_consumer_group_unsettled_seconds "))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
     let _serial = SERIAL.lock().await;
@@ -297,11 +250,11 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
     produce_quotes(&t, 0..quotes).await;
-    let blocker = member_that_stops_polling(&t);
+    let blocker = group::member_that_stops_polling(&t);
     let outflow = t.run(&[]);
     // the gauge shows the stuck group before the watchdog acts
     let gauge_rose = eventually(Duration::from_secs(120), async || {
-        group_unsettled_seconds(&t.http_base())
+        group::unsettled_seconds(&t.http_base())
             .await
             .is_some_and(|s| s >= 30.0)
     })
@@ -325,7 +278,7 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
         0,
         "the blocking member holds every partition"
     );
-    let metrics = metrics_text(&t.http_base())
+    let metrics = group::metrics_text(&t.http_base())
         .await
         .unwrap_or_else(|| panic!("/metrics did not answer"));
     assert!(
@@ -333,8 +286,7 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
         "the replacement is counted:\n{metrics}"
     );
     // the member leaves; the group settles with the processor's new consumer alone
-    let left = tokio::task::spawn_blocking(move || drop(blocker));
-    let _ = tokio::time::timeout(Duration::from_secs(30), left).await;
+    group::leave(vec![blocker]).await;
     assert_exactly_once(&t, quotes).await;
     assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
 }
@@ -366,5 +318,51 @@ async fn a_broker_outage_past_the_stall_limit_keeps_the_consumer_and_loses_nothi
         "no consumer is replaced while the brokers are down, nor once they are back:\n{}",
         outflow.log_tail(30)
     );
+    assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_names_a_rebalance_held_open_and_stays_ready() {
+    let _serial = SERIAL.lock().await;
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let outflow = t.run(&[]);
+    let base = t.http_base();
+    let says = async |status: u16, words: &str| {
+        group::readiness(&base)
+            .await
+            .is_some_and(|(s, w)| s == status && w.starts_with(words))
+    };
+    let holds_partitions =
+        eventually(Duration::from_secs(60), async || says(200, "ok").await).await;
+    assert!(
+        holds_partitions,
+        "never ready with partitions: {:?}\n{}",
+        group::readiness(&base).await,
+        outflow.log_tail(30)
+    );
+    // a member joins and then stops polling; the next member's join starts a rebalance it never answers
+    let blocker = group::member_that_stops_polling(&t);
+    let joiner = group::member(&t);
+    let named = eventually(Duration::from_secs(45), async || {
+        says(200, "rebalancing for").await
+    })
+    .await;
+    assert!(
+        named,
+        "/readyz did not name the rebalance (or turned unready): {:?}\n{}",
+        group::readiness(&base).await,
+        outflow.log_tail(30)
+    );
+    group::leave(vec![blocker, joiner]).await;
+    let settled = eventually(Duration::from_secs(90), async || says(200, "ok").await).await;
+    assert!(
+        settled,
+        "the group settled once the members left, /readyz says otherwise: {:?}\n{}",
+        group::readiness(&base).await,
+        outflow.log_tail(30)
+    );
+    produce_quotes(&t, 0..50).await;
+    assert_exactly_once(&t, 50).await;
     assert_eq!(outflow.stop(), Some(0), "still stops gracefully");
 }

@@ -2,6 +2,8 @@
 //! `outflow` binary as a child process, producing events and reading topics read_committed.
 #![allow(dead_code)]
 
+pub mod group;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
