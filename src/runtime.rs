@@ -34,6 +34,8 @@ pub enum RuntimeError {
     Source(#[from] source::SourceError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Placement(#[from] crate::relay::placement::PlacementError),
 }
 
 /// Which parts of the pipeline a process runs.
@@ -94,6 +96,7 @@ impl RuntimeBuilder {
         let store = Store::connect(&topology.mongo.uri, &topology.mongo.database).await?;
         store.ensure_collections(&topology).await?;
         crate::topics::ensure(&topology, 1).await?;
+        crate::topics::check_partitions(&topology).await?;
         let registry = Arc::new(Registry::new(
             &topology.registry.url,
             Duration::from_secs(10),
@@ -196,14 +199,19 @@ impl Runtime {
             Some(crate::http::start(state, producer, roles.api(), stop.clone()).await?)
         };
         let inboxes = roles.relay().then(|| crate::relay::inboxes(&self.topology));
-        let relay = inboxes.as_ref().map(|inboxes| {
-            tokio::spawn(crate::relay::run(
-                Arc::clone(&self.topology),
-                self.store.clone(),
-                Arc::clone(inboxes),
-                stop.clone(),
-            ))
-        });
+        let relay = match &inboxes {
+            Some(inboxes) => {
+                let placements =
+                    crate::relay::placement::place(&self.topology, &self.store).await?;
+                Some(tokio::spawn(crate::relay::run(
+                    Arc::clone(&self.topology),
+                    self.store.clone(),
+                    (Arc::clone(inboxes), placements),
+                    stop.clone(),
+                )))
+            }
+            None => None,
+        };
         let processed = if roles.processor() {
             let shared = Arc::new(Shared {
                 store: self.store.clone(),

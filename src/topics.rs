@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::config::Topology;
+use crate::config::{KafkaSettings, Topology};
 
 /// Why the topics could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,18 @@ pub enum TopicError {
     Admin(String),
     #[error("cannot create topic `{topic}`: {reason}")]
     Create { topic: String, reason: String },
+    /// The relay publishes one outbox shard per configured partition: a partition past them
+    /// would be processed and never published.
+    #[error(
+        "source `{source_name}`: topic `{topic}` has {actual} partition(s) on the brokers but \
+         `partitions = {configured}`; set it to {actual} (Kafka never removes partitions)"
+    )]
+    Partitions {
+        source_name: String,
+        topic: String,
+        configured: i32,
+        actual: i32,
+    },
 }
 
 /// Why a topic's partitions could not be listed.
@@ -95,7 +107,12 @@ pub fn wanted(topology: &Topology) -> Vec<TopicSpec> {
         add(TopicSpec::new(&t.name, t.partitions));
     }
     let shards = crate::relay::shards(topology).len().max(1) as i32;
-    add(TopicSpec::new(&topology.relay.checkpoint_topic, shards).with("cleanup.policy", "compact"));
+    // a relay reads its shard's partition from the start when it takes the shard over: short
+    // segments let compaction keep that to about one record per shard (the active segment is
+    // never compacted, and the default one rolls after 1 GiB or 7 days)
+    add(TopicSpec::new(&topology.relay.checkpoint_topic, shards)
+        .with("cleanup.policy", "compact")
+        .with("segment.ms", "600000"));
     topics
 }
 
@@ -139,6 +156,72 @@ pub async fn create(
             Err((topic, code)) => {
                 return Err(TopicError::Create {
                     topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails when a source topic's partitions on the brokers differ from its `partitions` setting.
+pub async fn check_partitions(topology: &Topology) -> Result<(), TopicError> {
+    for source in &topology.sources {
+        let actual = count_partitions(&topology.kafka, &source.topic).await?;
+        if actual != source.partitions {
+            return Err(TopicError::Partitions {
+                source_name: source.name.clone(),
+                topic: source.topic.clone(),
+                configured: source.partitions,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How many partitions `topic` has on the brokers (a metadata call, off the runtime: it blocks).
+async fn count_partitions(kafka: &KafkaSettings, topic: &str) -> Result<i32, TopicError> {
+    let failed = |reason: String| TopicError::Create {
+        topic: topic.to_string(),
+        reason,
+    };
+    let (settings, name) = (kafka.clone(), topic.to_string());
+    let ids = tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = crate::health::kafka_config(&settings)
+            .create()
+            .map_err(|e| e.to_string())?;
+        partition_ids(&consumer, &name, Duration::from_secs(30)).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(failed)?;
+    Ok(i32::try_from(ids.len()).unwrap_or(i32::MAX))
+}
+
+/// Adds partitions to `topic` until it has `partitions` (Kafka never takes any away).
+pub async fn grow(kafka: &KafkaSettings, topic: &str, partitions: i32) -> Result<(), TopicError> {
+    let have = count_partitions(kafka, topic).await?;
+    if have >= partitions {
+        return Ok(());
+    }
+    tracing::info!(topic, from = have, to = partitions, "adding partitions");
+    let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(kafka)
+        .create()
+        .map_err(|e| TopicError::Admin(e.to_string()))?;
+    let wanted = NewPartitions::new(topic, usize::try_from(partitions).unwrap_or(0));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_partitions([&wanted], &options)
+        .await
+        .map_err(|e| TopicError::Admin(e.to_string()))?;
+    for result in results {
+        match result {
+            // another process grew it first
+            Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+            Err((_, code)) => {
+                return Err(TopicError::Create {
+                    topic: topic.to_string(),
                     reason: code.to_string(),
                 });
             }

@@ -63,6 +63,10 @@ async fn start(topology: &std::path::Path, roles: Roles) -> anyhow::Result<u8> {
     let runtime = match Runtime::builder(topology).build().await {
         Ok(r) => r,
         Err(RuntimeError::Config(e)) => return Ok(super::config_failure(&e)),
+        Err(RuntimeError::Topics(e @ crate::topics::TopicError::Partitions { .. })) => {
+            eprintln!("error: {}: {e}", topology.display());
+            return Ok(super::exit::CONFIG);
+        }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(topology = %runtime.topology.name, ?roles, "outflow running");

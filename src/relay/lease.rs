@@ -55,12 +55,7 @@ impl Lease {
             })),
             Ok(None) => Ok(None),
             // the upsert collided with the live lease of another relay
-            Err(e)
-                if matches!(*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000)
-                    || matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 11000) =>
-            {
-                Ok(None)
-            }
+            Err(e) if crate::store::is_duplicate_key(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -15,6 +15,7 @@ mod errors;
 mod inbox;
 mod lease;
 mod members;
+pub mod placement;
 mod publisher;
 
 pub use publisher::reports_served;
@@ -38,7 +39,7 @@ use lease::Lease;
 use members::Share;
 use publisher::ShardPublisher;
 
-/// Every outbox shard of a topology in a fixed order (its index is its checkpoint partition).
+/// Every outbox shard of a topology, sorted (the order of the first [`placement`]).
 pub fn shards(topology: &Topology) -> Vec<String> {
     let mut shards: Vec<String> = partitions(topology).map(|(_, shard)| shard).collect();
     shards.sort();
@@ -62,11 +63,12 @@ pub fn inboxes(topology: &Topology) -> Arc<Inboxes> {
 }
 
 /// Runs the relay until `stop` turns true: competes for every shard's lease and publishes those it
-/// wins, from `inboxes` (see [`inboxes`]) and the store.
+/// wins, from `inboxes` (see [`inboxes`]) and the store, each with its checkpoint where
+/// [`placement::place`] put it.
 pub async fn run(
     topology: Arc<Topology>,
     store: Store,
-    inboxes: Arc<Inboxes>,
+    (inboxes, placements): (Arc<Inboxes>, placement::Placements),
     stop: watch::Receiver<bool>,
 ) {
     let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7());
@@ -93,15 +95,16 @@ pub async fn run(
         share,
     });
     let mut tasks = Vec::new();
-    for (index, shard) in shards.into_iter().enumerate() {
-        let Some(inbox) = inboxes.get(&shard).map(Arc::clone) else {
-            continue; // built from the same topology: every shard has one
+    for shard in shards {
+        // both built from the same topology: every shard has an inbox and a place
+        let (Some(inbox), Some(&partition)) = (inboxes.get(&shard), placements.get(&shard)) else {
+            continue;
         };
         tasks.push(tokio::spawn(own_shard(
             Arc::clone(&member),
             shard,
-            index as i32,
-            inbox,
+            partition,
+            Arc::clone(inbox),
             stop.clone(),
         )));
     }

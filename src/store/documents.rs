@@ -8,6 +8,8 @@ pub const EVENT_LOG: &str = "event_log";
 pub const OUTBOX: &str = "outbox";
 pub const OFFSETS: &str = "offsets";
 pub const LEASES: &str = "relay_leases";
+/// Each outbox shard's partition on the relay checkpoint topic (see `relay::placement`).
+pub const PLACEMENTS: &str = "relay_checkpoint_partitions";
 
 pub fn binary(bytes: Vec<u8>) -> Bson {
     Bson::Binary(Binary {

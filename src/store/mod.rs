@@ -25,6 +25,7 @@ use mongodb::{Client, Database, IndexModel};
 
 pub use crate::stage::fold::{BatchEvent, BatchReport, DecodedEvent};
 pub use batch::{Committed, PartitionClaim};
+pub use txn::is_duplicate_key;
 
 use crate::config::Topology;
 use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};

@@ -23,6 +23,12 @@ pub fn is_transient(e: &Error) -> bool {
         || matches!(*e.kind, ErrorKind::Command(ref c) if [112, 251, 91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
 }
 
+/// A unique index refused the write (another writer got there first).
+pub fn is_duplicate_key(e: &Error) -> bool {
+    matches!(*e.kind, ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) if w.code == 11000)
+        || matches!(*e.kind, ErrorKind::Command(ref c) if c.code == 11000)
+}
+
 fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_jitter()

@@ -1,0 +1,157 @@
+//! Changing a deployed topology: a source added later leaves every relay checkpoint where it was,
+//! and a source whose topic has other partitions than configured is refused at start.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{TestTopology, assert_exactly_once, produce_quotes, read_committed};
+use futures::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A source whose topic sorts before the others: in a sorted list of shards it comes first.
+fn added_source(t: &TestTopology) -> String {
+    let topic = t.topic("added-events");
+    let root = env!("CARGO_MANIFEST_DIR");
+    format!(
+        r#"
+[[sources]]
+name = "added"
+topic = "{topic}"
+partitions = 2
+subject_strategy = "topic_record_name"
+schemas = ["{root}/schemas/QuoteRequested.avsc"]
+key = "quoteId"
+event_id = "eventId"
+dlq = "{topic}.dlq"
+"#
+    )
+}
+
+/// The partition each shard's checkpoints are in, read back from the checkpoint topic (a shard's
+/// checkpoints are all in one partition, or the test fails).
+fn checkpoint_partitions(topic: &str, partitions: i32) -> HashMap<String, i32> {
+    let written = read_committed(
+        topic,
+        partitions,
+        usize::MAX,
+        Duration::from_secs(10),
+        Duration::ZERO,
+    );
+    let mut where_written = HashMap::new();
+    for r in &written {
+        let shard = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let earlier = where_written.insert(shard.clone(), r.partition);
+        assert!(
+            earlier.is_none_or(|p| p == r.partition),
+            "shard {shard} wrote checkpoints to partitions {earlier:?} and {}",
+            r.partition
+        );
+    }
+    where_written
+}
+
+fn partition_count(topic: &str) -> usize {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::env("OUTFLOW_KAFKA_BROKERS"))
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata: {e}"));
+    let count = metadata.topics().iter().map(|t| t.partitions().len()).sum();
+    drop(metadata);
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_added_later_keeps_every_relay_checkpoint_and_publishes_nothing_twice() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let first = t.run(&[]);
+    produce_quotes(&t, 0..60).await;
+    assert_exactly_once(&t, 60).await;
+    // killed: what it published but had not yet deleted from the outbox stays there
+    first.signal("KILL");
+    drop(first);
+    let checkpoint_topic = &t.topology.relay.checkpoint_topic;
+    let where_written = checkpoint_partitions(checkpoint_topic, 6);
+    assert!(
+        where_written.len() >= 3,
+        "the quote shards published: {where_written:?}"
+    );
+
+    let text = std::fs::read_to_string(&t.path).unwrap_or_default();
+    std::fs::write(&t.path, text + &added_source(&t)).unwrap_or_else(|e| panic!("{e}"));
+    let second = t.run(&[]);
+    produce_quotes(&t, 60..100).await;
+    assert_exactly_once(&t, 100).await;
+
+    let placed: Vec<Document> = t
+        .db()
+        .await
+        .collection::<Document>("relay_checkpoint_partitions")
+        .find(doc! {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let placed: HashMap<String, i32> = placed
+        .iter()
+        .filter_map(|d| {
+            Some((
+                d.get_str("_id").ok()?.to_string(),
+                d.get_i32("partition").ok()?,
+            ))
+        })
+        .collect();
+    for (shard, partition) in &where_written {
+        assert_eq!(
+            placed.get(shard),
+            Some(partition),
+            "shard {shard} must read its checkpoint where it wrote it; placed: {placed:?}"
+        );
+    }
+    let added = t.topic("added-events");
+    assert_eq!(placed.get(&format!("{added}:0")), Some(&6), "{placed:?}");
+    assert_eq!(placed.get(&format!("{added}:1")), Some(&7), "{placed:?}");
+    assert_eq!(
+        partition_count(checkpoint_topic),
+        8,
+        "the checkpoint topic grew to hold the added shards"
+    );
+    // and the relay wrote its new checkpoints where it placed them
+    let after = checkpoint_partitions(checkpoint_topic, 8);
+    for (shard, partition) in &after {
+        assert_eq!(placed.get(shard), Some(partition), "{shard}");
+    }
+    assert_eq!(second.stop(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_topic_with_other_partitions_than_configured_is_refused_at_start() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let text = std::fs::read_to_string(&t.path).unwrap_or_default();
+    let quotes = t.topic("quote-events");
+    let edited = text.replacen("partitions = 3", "partitions = 2", 1);
+    assert!(edited.contains(&format!("topic = \"{quotes}\"\npartitions = 2")));
+    std::fs::write(&t.path, edited).unwrap_or_else(|e| panic!("{e}"));
+    let mut outflow = t.run(&[]);
+    let status = outflow.wait_exit(Duration::from_secs(90));
+    let log = outflow.log_text();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(78),
+        "exit code; log:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "source `quotes`: topic `{quotes}` has 3 partition(s) on the brokers but `partitions = 2`"
+        )),
+        "{log}"
+    );
+}
