@@ -53,16 +53,41 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// Statuses that say nothing about the request itself (the registry down, overloaded, slow, or
+/// refusing our credentials): worth waiting for, never a reason to dead-letter a record.
+fn worth_waiting_for(status: u16) -> bool {
+    status >= 500 || matches!(status, 401 | 403 | 408 | 429)
+}
+
+/// The status in the converter's message (`... failed with status 404 Not Found`).
+fn answered_status(error: &str) -> Option<u16> {
+    let (_, rest) = error.split_once("failed with status ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The registry's own error code in the converter's cause (`error_code: 40403, message: ...`).
+fn registry_code(cause: Option<&str>) -> Option<u32> {
+    let (_, rest) = cause?.split_once("error_code: ")?;
+    rest.split(',').next()?.trim().parse().ok()
+}
+
 fn from_src(e: schema_registry_converter::error::SRCError) -> RegistryError {
-    let text = format!("{} {}", e.error, e.cause.clone().unwrap_or_default());
+    let status = answered_status(&e.error);
+    // only the registry's own code (40401 subject, 40402 version, 40403 schema) says a thing does
+    // not exist; a bare 404 is a wrong path or a proxy in the way
     let not_found =
-        text.contains("404") || text.contains("40403") || text.to_lowercase().contains("not found");
+        status == Some(404) && registry_code(e.cause.as_deref()).is_some_and(|c| c / 100 == 404);
+    let transient = match status {
+        Some(404) => !not_found,
+        Some(status) => worth_waiting_for(status),
+        None => true, // no answer at all: the network, a timeout
+    };
     RegistryError {
         message: match e.cause {
             Some(cause) => format!("{}: {cause}", e.error),
             None => e.error,
         },
-        transient: e.retriable && !not_found,
+        transient,
         not_found,
     }
 }
@@ -162,7 +187,7 @@ impl Registry {
         } else {
             Err(RegistryError {
                 message: format!("PUT {url} answered {}", response.status()),
-                transient: response.status().is_server_error(),
+                transient: worth_waiting_for(response.status().as_u16()),
                 not_found: false,
             })
         }
@@ -221,9 +246,70 @@ impl Registry {
             404 => Ok(None),
             status => Err(RegistryError {
                 message: format!("POST {url} answered {status}"),
-                transient: status >= 500,
+                transient: worth_waiting_for(status),
                 not_found: false,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema_registry_converter::error::SRCError;
+
+    fn answered(status: &str, cause: Option<&str>) -> RegistryError {
+        from_src(SRCError::new(
+            &format!("HTTP request to schema registry failed with status {status}"),
+            cause.map(str::to_string),
+            false,
+        ))
+    }
+
+    #[test]
+    fn only_the_registrys_not_found_code_makes_a_schema_unknown() {
+        let unknown = answered(
+            "404 Not Found",
+            Some("error_code: 40403, message: Schema not found"),
+        );
+        assert!(unknown.not_found && !unknown.transient);
+        let bare = answered(
+            "404 Not Found",
+            Some("error_code: 0, message: couldn't parse schema registry error json"),
+        );
+        assert!(
+            !bare.not_found && bare.transient,
+            "a wrong path waits: {bare:?}"
+        );
+    }
+
+    #[test]
+    fn an_unavailable_or_refusing_registry_is_waited_for() {
+        for status in [
+            "500 Internal Server Error",
+            "503 Service Unavailable",
+            "504 Gateway Timeout",
+            "429 Too Many Requests",
+            "401 Unauthorized",
+            "403 Forbidden",
+        ] {
+            let e = answered(status, None);
+            assert!(e.transient && !e.not_found, "{status}: {e:?}");
+        }
+        let invalid = answered(
+            "422 Unprocessable Entity",
+            Some("error_code: 42201, message: bad"),
+        );
+        assert!(!invalid.transient && !invalid.not_found);
+    }
+
+    #[test]
+    fn a_404_in_a_url_or_an_id_is_not_an_answer() {
+        let e = from_src(SRCError::new(
+            "error sending request for url (http://registry:8081/404/schemas/ids/404)",
+            Some("connection refused".into()),
+            true,
+        ));
+        assert!(e.transient && !e.not_found, "{e:?}");
     }
 }
