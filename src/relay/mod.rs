@@ -207,7 +207,7 @@ async fn announce_appends(
         .filter_map(|(id, shard)| inboxes.get(&shard).map(|inbox| (id, Arc::clone(inbox))))
         .collect();
     let ids: Vec<&String> = watched.keys().collect();
-    let offsets = store.database().collection::<Document>(OFFSETS);
+    let offsets = store.majority_read(OFFSETS);
     let mut tick = tokio::time::interval(topology.relay.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -251,7 +251,7 @@ impl ShardPublisher {
 
     /// Up to `n` records after `after` from the store (see [`outbox::read`]).
     async fn read_store(&self, after: i64, n: i64) -> Result<Vec<Document>, PublishError> {
-        let collection = self.store.database().collection::<Document>(OUTBOX);
+        let collection = self.store.majority_read(OUTBOX);
         Ok(outbox::read(&collection, &self.shard, after, n).await?)
     }
 

@@ -83,6 +83,15 @@ impl Store {
         &self.client
     }
 
+    /// `name` read at read concern "majority": what the relay publishes must be what no failover
+    /// rolls back (a "local" read on a primary sees a commit before its majority has it).
+    pub fn majority_read(&self, name: &str) -> mongodb::Collection<Document> {
+        let options = mongodb::options::CollectionOptions::builder()
+            .read_concern(mongodb::options::ReadConcern::majority())
+            .build();
+        self.db.collection_with_options(name, options)
+    }
+
     /// Creates every collection and index up front: first-touch creation inside concurrent
     /// transactions conflicts.
     pub async fn ensure_collections(&self, topology: &Topology) -> Result<(), StoreError> {
