@@ -1,6 +1,7 @@
 //! Bad input never crashes a running process: malformed source records against `outflow run`
 //! (one dead letter each, the partition moves on) and hostile ingress requests (a 4xx that says
-//! why, the server keeps serving). The file and fuzz corpora are replayed in `corpus.rs`.
+//! why, the server keeps serving), and command-line values no command can use (a usage error that
+//! names the value). The file and fuzz corpora are replayed in `corpus.rs`.
 
 mod common;
 
@@ -294,3 +295,27 @@ async fn hostile_ingress_requests_get_a_4xx_that_says_why_and_the_server_keeps_s
 }
 
 // ---------------------------------------------------------------- topology files
+
+#[test]
+fn command_line_values_no_command_can_use_are_usage_errors_naming_the_value() {
+    for args in [
+        &["tail", "t", "--idle-timeout=-1"][..],
+        &["tail", "t", "--idle-timeout", "nan"],
+        &["tail", "t", "--idle-timeout", "1e300"],
+        &["dlq", "replay", "--rate", "0"],
+        &["dlq", "replay", "--rate", "1e-320"],
+        &["dlq", "replay", "--rate=-5"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let value = args[args.len() - 1].rsplit('=').next().unwrap_or_default();
+        assert_eq!(out.status.code(), Some(2), "outflow {args:?}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{value}'")),
+            "outflow {args:?}: {err}"
+        );
+    }
+}

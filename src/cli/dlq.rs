@@ -83,8 +83,19 @@ pub struct ReplayArgs {
     #[arg(long)]
     dry_run: bool,
     /// At most this many records per second.
-    #[arg(long)]
+    #[arg(long, value_parser = records_per_second)]
     rate: Option<f64>,
+}
+
+fn records_per_second(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if rate > 0.0 && Duration::try_from_secs_f64(1.0 / rate).is_ok() {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "`{s}`: give a number of records per second above 0, e.g. 100 or 0.5"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -257,8 +268,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     );
     let pause = args
         .rate
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
+        .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok());
     let (mut sent, mut skipped, mut would, mut unsendable) = (0usize, 0usize, 0usize, 0usize);
     for (i, d) in letters.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {

@@ -37,10 +37,12 @@ pub struct Args {
 }
 
 fn humantime_secs(s: &str) -> Result<Duration, String> {
-    s.trim_end_matches('s')
-        .parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|e| format!("`{s}`: {e} (give seconds, e.g. 5 or 2.5s)"))
+    let hint = "give seconds, e.g. 5 or 2.5s";
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|e| format!("`{s}`: {e} ({hint})"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}`: not a duration ({hint})"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
