@@ -175,6 +175,9 @@ async fn own_shard(
                     Err(_) if lease.yielded() => {
                         tracing::info!(shard = %shard, "shard given up to balance the relays")
                     }
+                    Err(e @ PublishError::Malformed { .. }) => {
+                        tracing::error!(shard = %shard, "relay stopped publishing the shard: {e}; fix or remove that record in the outbox collection")
+                    }
                     Err(e) => {
                         tracing::warn!(shard = %shard, "relay stopped publishing the shard: {e}")
                     }

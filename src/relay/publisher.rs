@@ -34,6 +34,14 @@ pub enum PublishError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("mongo: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// A record the relay cannot publish as it is (edited by hand, or of a layout this release
+    /// does not know): the shard stops there, so nothing is skipped or published out of order.
+    #[error("shard {shard}: the outbox record after seq {after} cannot be published: {reason}")]
+    Malformed {
+        shard: String,
+        after: i64,
+        reason: String,
+    },
 }
 
 /// Crash-test hook: `OUTFLOW_CRASH_AT=<point>` aborts the process there, as a SIGKILL would, so the
@@ -43,6 +51,17 @@ fn crash_point(point: &str) {
         tracing::error!("OUTFLOW_CRASH_AT={point}: aborting");
         std::process::abort();
     }
+}
+
+/// Waits between retries of a failed transaction: 200 ms growing to 10 s, reset by a success.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .build()
 }
 
 /// Drops a producer off the async runtime: `rd_kafka_destroy` may block while it winds down.
@@ -60,12 +79,12 @@ struct Pending {
     headers: OwnedHeaders,
 }
 
-fn pending(doc: &Document) -> Option<Pending> {
+fn pending(doc: &Document) -> Result<Pending, String> {
     let bytes = |field: &str| match doc.get(field) {
         Some(mongodb::bson::Bson::Binary(b)) => Some(b.bytes.clone()),
         _ => None,
     };
-    let id = doc.get_str("id").ok()?;
+    let id = doc.get_str("id").map_err(|_| "no text field `id`")?;
     let event_id = doc.get_str("eventId").unwrap_or_default();
     let event_type = doc.get_str("type").unwrap_or_default();
     let mut headers = OwnedHeaders::new()
@@ -92,9 +111,14 @@ fn pending(doc: &Document) -> Option<Pending> {
             });
         }
     }
-    Some(Pending {
-        seq: doc.get_i64("seq").ok()?,
-        topic: doc.get_str("topic").ok()?.to_string(),
+    Ok(Pending {
+        seq: doc
+            .get_i64("seq")
+            .map_err(|_| "no 64-bit integer field `seq`")?,
+        topic: doc
+            .get_str("topic")
+            .map_err(|_| "no text field `topic`")?
+            .to_string(),
         key: bytes("key").unwrap_or_else(|| {
             doc.get_str("aggregateid")
                 .unwrap_or_default()
@@ -169,6 +193,7 @@ impl ShardPublisher {
                     ))
                 }
             }
+            let mut retry_delays = retry_backoff();
             loop {
                 if *stop.borrow() {
                     if let Some(c) = cleaner.take() {
@@ -192,6 +217,7 @@ impl ShardPublisher {
                 let started = Instant::now();
                 match self.publish(&producer, &batch).await {
                     Ok(()) => {
+                        retry_delays = retry_backoff();
                         last = batch.last().map_or(last, |p| p.seq);
                         metrics::relay_txn(started.elapsed());
                         crash_point("relay-after-kafka-commit");
@@ -213,7 +239,12 @@ impl ShardPublisher {
                                 retire(producer);
                                 continue 'producer;
                             }
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            // growing waits: an error that repeats (a topic the brokers refuse) must
+                            // not spin on the brokers or the log
+                            tokio::time::sleep(
+                                retry_delays.next().unwrap_or(Duration::from_secs(10)),
+                            )
+                            .await;
                         }
                         Recovery::Reinit => {
                             tracing::warn!(shard = %self.shard, "producer unusable, re-initialising: {e}");
@@ -236,7 +267,7 @@ impl ShardPublisher {
         let handed = self.inbox.take(after, n);
         if !handed.is_empty() {
             metrics::relay_batch("inbox");
-            return Ok(handed.iter().filter_map(pending).collect());
+            return self.to_pending(&handed, after);
         }
         if !self.inbox.needs_read(after) {
             return Ok(Vec::new());
@@ -246,7 +277,26 @@ impl ShardPublisher {
             self.inbox.read_store(); // a full batch: there may be more
         }
         metrics::relay_batch(if docs.is_empty() { "none" } else { "store" });
-        Ok(docs.iter().filter_map(pending).collect())
+        self.to_pending(&docs, after)
+    }
+
+    /// `docs` ready to produce, in order; the first that cannot be stops the shard (see
+    /// [`PublishError::Malformed`]).
+    fn to_pending(&self, docs: &[Document], after: i64) -> Result<Vec<Pending>, PublishError> {
+        let mut ready: Vec<Pending> = Vec::with_capacity(docs.len());
+        for doc in docs {
+            match pending(doc) {
+                Ok(p) => ready.push(p),
+                Err(reason) => {
+                    return Err(PublishError::Malformed {
+                        shard: self.shard.clone(),
+                        after: ready.last().map_or(after, |p| p.seq),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(ready)
     }
 
     /// Up to `n` records after `after` from the store (see [`outbox::read`]).
@@ -324,5 +374,28 @@ pub async fn reports_served(producer: &FutureProducer, limit: Duration) {
     let deadline = Instant::now() + limit;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pending;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn a_record_without_what_publishing_needs_says_which_field() {
+        let good = doc! { "id": "a", "seq": 7_i64, "topic": "out", "type": "T" };
+        assert!(pending(&good).is_ok_and(|p| p.seq == 7 && p.topic == "out"));
+        for (field, why) in [("id", "`id`"), ("seq", "`seq`"), ("topic", "`topic`")] {
+            let mut broken = good.clone();
+            broken.remove(field);
+            assert!(pending(&broken).is_err_and(|e| e.contains(why)), "{field}");
+        }
+        let mut legacy = good.clone();
+        legacy.insert("seq", 7_i32);
+        assert!(
+            pending(&legacy).is_err(),
+            "a 32-bit seq is not taken for a 64-bit one"
+        );
     }
 }
