@@ -97,6 +97,44 @@ fn a_custom_rust_stage_runs_like_a_jq_one() {
     assert!(err.contains("E017"), "{err}");
 }
 
+#[test]
+fn a_custom_stage_that_panics_makes_a_dead_letter_and_the_next_event_goes_on() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let fragile = |input: outflow::stage::StageInput<'_>| {
+        if input.event["premium"].as_f64() == Some(0.0) {
+            panic!("no premium to tax");
+        }
+        example::premium_with_tax(input)
+    };
+    let mut stages: HashMap<String, Arc<dyn outflow::stage::Stage>> = HashMap::new();
+    stages.insert("premium-with-tax".into(), Arc::new(fragile));
+    let mut d = TopologyTestDriver::with_stages("examples/custom_stage.toml", stages)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let priced = |id: &str, quote: &str, premium: f64| json!({"eventId": id, "quoteId": quote, "premium": premium, "validUntil": 1, "pricedAt": 1});
+    for event in [priced("e1", "q1", 0.0), priced("e2", "q2", 100.0)] {
+        d.pipe("example-quote-events", Some("QuotePriced"), &event)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let dead = d.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].class, "stage-error");
+    let message = dead[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == outflow::dlq::header::ERROR_MESSAGE)
+        .map(|(_, v)| v.as_str());
+    assert!(
+        message.is_some_and(|m| m.contains("panicked: no premium to tax")),
+        "{dead:?}"
+    );
+    assert!(d.entity("quote", "q1").is_none());
+    assert!(
+        d.entity("quote", "q2").is_some(),
+        "the next event is processed"
+    );
+}
+
 fn outflow(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
         .args(args)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
@@ -244,7 +245,7 @@ impl SourceContext {
         {
             let (stop, stop_rx) = watch::channel(false);
             let key = (claim.topic.clone(), claim.partition);
-            let handle = tokio::spawn(partition::run(
+            let work = partition::run(
                 Arc::clone(&self.shared),
                 source,
                 claim,
@@ -252,7 +253,20 @@ impl SourceContext {
                 Weak::clone(consumer),
                 stop_rx,
                 self.failures.clone(),
-            ));
+            );
+            let (failures, (topic, partition)) = (self.failures.clone(), key.clone());
+            // a worker that panicked would leave its partition assigned and idle: stop the
+            // processor instead, as a permanent error does, so a supervisor restarts it
+            let handle = tokio::spawn(async move {
+                if let Err(panic) = std::panic::AssertUnwindSafe(work).catch_unwind().await {
+                    let why = crate::stage::panic_text(panic.as_ref());
+                    let _ = failures.send(SourceError::PartitionFailed {
+                        topic,
+                        partition,
+                        reason: format!("its worker panicked: {why}"),
+                    });
+                }
+            });
             workers.insert(key, Worker { stop, handle });
         }
     }

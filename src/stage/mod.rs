@@ -43,6 +43,15 @@ pub struct StageOutput {
 #[error("{0}")]
 pub struct StageError(pub String);
 
+/// What a caught panic said (its `&str` or `String` payload).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 /// A stage written in Rust. Must be pure: no I/O, same output for the same input.
 pub trait Stage: Send + Sync + 'static {
     fn apply(&self, input: StageInput<'_>) -> Result<StageOutput, StageError>;

@@ -188,12 +188,22 @@ impl StageRunner {
                         format!("custom stage `{name}` is not registered"),
                     ));
                 };
+                // a panic is the stage failing on this event: a dead letter, like an error
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    custom.apply(StageInput { event, state, meta })
+                }))
+                .map_err(|panic| {
+                    let why = crate::stage::panic_text(panic.as_ref());
+                    failure(
+                        "stage-error",
+                        stage,
+                        format!("custom stage `{name}` panicked: {why}"),
+                    )
+                })?;
                 let StageOutput {
                     state: new_state,
                     emits,
-                } = custom
-                    .apply(StageInput { event, state, meta })
-                    .map_err(|e| failure("stage-error", stage, e.0))?;
+                } = applied.map_err(|e| failure("stage-error", stage, e.0))?;
                 let mut outbox = Vec::new();
                 for emitted in emits {
                     let emit = stage.emits.iter().find(|e| e.topic == emitted.topic).ok_or_else(|| {
