@@ -21,6 +21,13 @@ pub enum RuntimeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A start-up step against Mongo (the URI is not repeated: it may hold credentials).
+    #[error("mongo database `{database}`: {step}: {source}")]
+    Mongo {
+        step: &'static str,
+        database: String,
+        source: StoreError,
+    },
     #[error("registry: {0}")]
     Registry(#[from] RegistryError),
     #[error("subject `{subject}`: {source}")]
@@ -36,6 +43,12 @@ pub enum RuntimeError {
     Http(#[from] crate::http::HttpError),
     #[error(transparent)]
     Placement(#[from] crate::relay::placement::PlacementError),
+    /// The rebalance callbacks claim partitions in Mongo from librdkafka's thread, which needs
+    /// `block_in_place`: a current-thread runtime would panic there.
+    #[error(
+        "the processor needs tokio's multi-thread runtime (`#[tokio::main]`, not flavor = \"current_thread\")"
+    )]
+    CurrentThreadRuntime,
 }
 
 /// Which parts of the pipeline a process runs.
@@ -93,8 +106,21 @@ impl RuntimeBuilder {
             tracing::info!("{d}");
         }
         let topology = Arc::new(loaded.topology);
-        let store = Store::connect(&topology.mongo.uri, &topology.mongo.database).await?;
-        store.ensure_collections(&topology).await?;
+        let mongo = |step: &'static str| {
+            let database = topology.mongo.database.clone();
+            move |source| RuntimeError::Mongo {
+                step,
+                database,
+                source,
+            }
+        };
+        let store = Store::connect(&topology.mongo.uri, &topology.mongo.database)
+            .await
+            .map_err(mongo("connecting"))?;
+        store
+            .ensure_collections(&topology)
+            .await
+            .map_err(mongo("creating collections and indexes"))?;
         crate::topics::ensure(&topology, 1).await?;
         crate::topics::check_partitions(&topology).await?;
         let registry = Arc::new(Registry::new(
@@ -175,6 +201,12 @@ impl Runtime {
 
     /// Runs the chosen roles until `stop` turns true, then finishes the batches in flight.
     pub async fn run(self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), RuntimeError> {
+        if roles.processor()
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Err(RuntimeError::CurrentThreadRuntime);
+        }
         let group = Arc::new(crate::source::GroupStatus::default());
         let http = {
             let state = crate::http::AppState {

@@ -121,10 +121,24 @@ pub async fn run(cli: Cli) -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(exit::FAILURE)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a library error whose message already
+/// quotes its cause (`mongo: {0}`) is not followed by the same text again.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Text escaped for an XML attribute or element (JUnit reports).

@@ -22,6 +22,21 @@ pub struct Checkpoint {
     pub at: i64,
 }
 
+/// Why a shard's checkpoint could not be read: the shard is not published until it can be.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// `at`: the shard and its checkpoint partition.
+    #[error("reading the checkpoint of {at}: {source}")]
+    Kafka { at: String, source: KafkaError },
+    /// Resuming from an older checkpoint would publish again what this one covers.
+    #[error("the checkpoint of {at} at offset {offset} cannot be read ({reason})")]
+    Undecodable {
+        at: String,
+        offset: i64,
+        reason: String,
+    },
+}
+
 /// Reads the last committed checkpoint of `shard` (read_committed, so an aborted or open
 /// transaction's checkpoint is never seen). `Ok(0)` when the shard was never published.
 ///
@@ -35,7 +50,32 @@ pub fn read(
     partition: i32,
     shard: &str,
     timeout: Duration,
-) -> Result<i64, KafkaError> {
+) -> Result<i64, CheckpointError> {
+    let at = format!("shard {shard} on {topic}[{partition}]");
+    read_seq(kafka, (topic, partition), shard, timeout).map_err(|e| match e {
+        Read::Kafka(source) => CheckpointError::Kafka { at, source },
+        Read::Undecodable { offset, reason } => CheckpointError::Undecodable { at, offset, reason },
+    })
+}
+
+/// What [`read_seq`] ran into, before the shard and the partition are added.
+enum Read {
+    Kafka(KafkaError),
+    Undecodable { offset: i64, reason: String },
+}
+
+impl From<KafkaError> for Read {
+    fn from(e: KafkaError) -> Self {
+        Read::Kafka(e)
+    }
+}
+
+fn read_seq(
+    kafka: &KafkaSettings,
+    (topic, partition): (&str, i32),
+    shard: &str,
+    timeout: Duration,
+) -> Result<i64, Read> {
     let mut config = crate::health::kafka_config(kafka);
     config
         .set("group.id", "outflow-relay-checkpoint-reader")
@@ -63,20 +103,24 @@ pub fn read(
         }
         loop {
             if Instant::now() > deadline {
-                return Err(timed_out());
+                return Err(timed_out().into());
             }
             match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    if m.key() == Some(shard.as_bytes())
-                        && let Some(cp) = m
-                            .payload()
-                            .and_then(|p| serde_json::from_slice::<Checkpoint>(p).ok())
-                    {
-                        seq = cp.seq;
+                Some(Ok(m)) if m.key() == Some(shard.as_bytes()) => {
+                    let payload = m.payload().unwrap_or_default();
+                    match serde_json::from_slice::<Checkpoint>(payload) {
+                        Ok(cp) => seq = cp.seq,
+                        Err(e) => {
+                            return Err(Read::Undecodable {
+                                offset: m.offset(),
+                                reason: e.to_string(),
+                            });
+                        }
                     }
                 }
+                Some(Ok(_)) => {} // another shard's, sharing the partition
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => return Err(e.into()),
                 None => {}
             }
         }
@@ -84,7 +128,7 @@ pub fn read(
             break;
         }
         if Instant::now() > deadline {
-            return Err(timed_out());
+            return Err(timed_out().into());
         }
         tracing::info!(
             topic,

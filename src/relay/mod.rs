@@ -17,6 +17,7 @@ mod lease;
 mod members;
 pub mod placement;
 mod publisher;
+mod record;
 
 pub use publisher::reports_served;
 

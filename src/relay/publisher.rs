@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mongodb::bson::Document;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
@@ -13,6 +12,7 @@ use super::cleanup::Cleaner;
 use super::errors::{Recovery, classify};
 use super::inbox::Inbox;
 use super::lease::Lease;
+use super::record::{Pending, pending};
 use crate::config::Topology;
 use crate::metrics;
 use crate::store::Store;
@@ -34,6 +34,11 @@ pub enum PublishError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("mongo: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// A blocking Kafka call of the shard's publisher panicked.
+    #[error("shard {0}: a Kafka call panicked")]
+    Panicked(String),
     /// A record the relay cannot publish as it is (edited by hand, or of a layout this release
     /// does not know): the shard stops there, so nothing is skipped or published out of order.
     #[error("shard {shard}: the outbox record after seq {after} cannot be published: {reason}")]
@@ -68,66 +73,6 @@ fn retry_backoff() -> impl Iterator<Item = Duration> {
 /// Its successor's `init_transactions` fences it and aborts its open transaction.
 fn retire(producer: Arc<FutureProducer>) {
     tokio::task::spawn_blocking(move || drop(producer));
-}
-
-/// One outbox record as read from Mongo, ready to produce.
-struct Pending {
-    seq: i64,
-    topic: String,
-    key: Vec<u8>,
-    payload: Option<Vec<u8>>,
-    headers: OwnedHeaders,
-}
-
-fn pending(doc: &Document) -> Result<Pending, String> {
-    let bytes = |field: &str| match doc.get(field) {
-        Some(mongodb::bson::Bson::Binary(b)) => Some(b.bytes.clone()),
-        _ => None,
-    };
-    let id = doc.get_str("id").map_err(|_| "no text field `id`")?;
-    let event_id = doc.get_str("eventId").unwrap_or_default();
-    let event_type = doc.get_str("type").unwrap_or_default();
-    let mut headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "id",
-            value: Some(id),
-        })
-        .insert(Header {
-            key: "type",
-            value: Some(event_type),
-        });
-    let extra = doc.get_document("headers").ok();
-    if !extra.is_some_and(|h| h.contains_key(crate::dlq::header::EVENT_ID)) {
-        headers = headers.insert(Header {
-            key: crate::dlq::header::EVENT_ID,
-            value: Some(event_id),
-        });
-    }
-    for (k, v) in extra.into_iter().flatten() {
-        if let Some(v) = v.as_str() {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-    }
-    Ok(Pending {
-        seq: doc
-            .get_i64("seq")
-            .map_err(|_| "no 64-bit integer field `seq`")?,
-        topic: doc
-            .get_str("topic")
-            .map_err(|_| "no text field `topic`")?
-            .to_string(),
-        key: bytes("key").unwrap_or_else(|| {
-            doc.get_str("aggregateid")
-                .unwrap_or_default()
-                .as_bytes()
-                .to_vec()
-        }),
-        payload: bytes("payload"),
-        headers,
-    })
 }
 
 /// Publishes `shard` while this relay holds its lease.
@@ -169,7 +114,7 @@ impl ShardPublisher {
             let init = Arc::clone(&producer);
             tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
                 .await
-                .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
+                .map_err(|_| PublishError::Panicked(self.shard.clone()))??;
             let kafka = self.topology.kafka.clone();
             let (topic, partition, shard) = (
                 self.topology.relay.checkpoint_topic.clone(),
@@ -180,7 +125,7 @@ impl ShardPublisher {
                 checkpoint::read(&kafka, &topic, partition, &shard, Duration::from_secs(30))
             })
             .await
-            .map_err(|_| PublishError::LeaseLost(self.shard.clone()))??;
+            .map_err(|_| PublishError::Panicked(self.shard.clone()))??;
             tracing::info!(shard = %self.shard, checkpoint = last, "relay owns shard");
             // records at or below the checkpoint were published: they are the cleaner's
             match &cleaner {
@@ -374,28 +319,5 @@ pub async fn reports_served(producer: &FutureProducer, limit: Duration) {
     let deadline = Instant::now() + limit;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pending;
-    use mongodb::bson::doc;
-
-    #[test]
-    fn a_record_without_what_publishing_needs_says_which_field() {
-        let good = doc! { "id": "a", "seq": 7_i64, "topic": "out", "type": "T" };
-        assert!(pending(&good).is_ok_and(|p| p.seq == 7 && p.topic == "out"));
-        for (field, why) in [("id", "`id`"), ("seq", "`seq`"), ("topic", "`topic`")] {
-            let mut broken = good.clone();
-            broken.remove(field);
-            assert!(pending(&broken).is_err_and(|e| e.contains(why)), "{field}");
-        }
-        let mut legacy = good.clone();
-        legacy.insert("seq", 7_i32);
-        assert!(
-            pending(&legacy).is_err(),
-            "a 32-bit seq is not taken for a 64-bit one"
-        );
     }
 }

@@ -142,7 +142,7 @@ impl Store {
                 .run_command(doc! { "killSessions": [previous] })
                 .await;
             if let Err(e) = killed {
-                tracing::debug!(%topic, partition, "the previous owner's session was not killed: {e}");
+                tracing::warn!(%topic, partition, "the previous owner's session was not killed ({e}): should it hold a transaction open, this claim waits until that times out (transactionLifetimeLimitSeconds, 60 s by default); outflow's Mongo user needs the killAnySession action");
             }
         }
         let session = self.client.start_session().await?;
