@@ -135,6 +135,41 @@ fn a_custom_stage_that_panics_makes_a_dead_letter_and_the_next_event_goes_on() {
     );
 }
 
+#[test]
+fn a_state_over_mongos_document_limit_is_a_dead_letter_and_the_entity_keeps_its_state() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let hoarder = |input: outflow::stage::StageInput<'_>| {
+        let premium = input.event["premium"].as_f64().unwrap_or_default();
+        let blob = "x".repeat(if premium > 1000.0 {
+            17 * 1024 * 1024
+        } else {
+            10
+        });
+        Ok(outflow::stage::StageOutput {
+            state: json!({ "premium": premium, "blob": blob }),
+            emits: Vec::new(),
+        })
+    };
+    let mut stages: HashMap<String, Arc<dyn outflow::stage::Stage>> = HashMap::new();
+    stages.insert("premium-with-tax".into(), Arc::new(hoarder));
+    let mut d = TopologyTestDriver::with_stages("examples/custom_stage.toml", stages)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let priced = |id: &str, premium: f64| json!({"eventId": id, "quoteId": "q1", "premium": premium, "validUntil": 1, "pricedAt": 1});
+    for event in [priced("e1", 10.0), priced("e2", 5000.0), priced("e3", 20.0)] {
+        d.pipe("example-quote-events", Some("QuotePriced"), &event)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let dead = d.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].class, "too-large");
+    assert_eq!(dead[0].event_id, "e2");
+    let quote = d
+        .entity("quote", "q1")
+        .unwrap_or_else(|| panic!("no quote"));
+    assert_eq!(quote.state["premium"], 20.0, "e1 and e3 applied, e2 not");
+}
+
 fn outflow(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
         .args(args)

@@ -228,7 +228,11 @@ pub async fn run(
                 let _ = failures.send(SourceError::PartitionFailed {
                     topic: claim.topic.clone(),
                     partition: claim.partition,
-                    reason: format!("a batch failed permanently: {e}"),
+                    reason: format!(
+                        "the batch of offsets {}..={} failed permanently: {e}",
+                        records.records.first().map_or(-1, |r| r.offset),
+                        records.records.last().map_or(-1, |r| r.offset)
+                    ),
                 });
                 break;
             }

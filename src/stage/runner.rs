@@ -129,6 +129,29 @@ impl StageRunner {
                 message: format!("no stage #{index}"),
             });
         };
+        let applied = self.run(stage, event, state, meta)?;
+        let size = bson_size(&applied.state);
+        if size > MAX_STATE_BYTES {
+            return Err(failure(
+                "too-large",
+                stage,
+                format!(
+                    "the new state of this {} would be {size} bytes as BSON, over MongoDB's \
+                     16 MiB document limit; the entity keeps its state",
+                    stage.entity_kind
+                ),
+            ));
+        }
+        Ok(applied)
+    }
+
+    fn run(
+        &self,
+        stage: &StageDef,
+        event: &Json,
+        state: Option<&Json>,
+        meta: &Json,
+    ) -> Result<Applied, StageFailure> {
         match &stage.kind {
             StageKind::Jq { state: program } => {
                 // each part converted once, shared by the state program and every emit's; keys
@@ -277,6 +300,39 @@ impl StageRunner {
     }
 }
 
+/// The largest entity state kept: MongoDB refuses documents over 16 MiB, and the entity document
+/// holds a few fields beside the state. A larger state would fail its batch's transaction on every
+/// retry, on every processor the partition moves to.
+const MAX_STATE_BYTES: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// `json`'s size as BSON, or a little more (every number counted as 8 bytes).
+fn bson_size(json: &Json) -> usize {
+    const DOCUMENT: usize = 5; // length and terminator
+    match json {
+        Json::Null => 0,
+        Json::Bool(_) => 1,
+        Json::Number(_) => 8,
+        Json::String(s) => 4 + s.len() + 1,
+        // an element: its type byte, its name and the name's terminator, its value
+        Json::Array(items) => {
+            let digits = |i: usize| i.checked_ilog10().map_or(1, |d| d as usize + 1);
+            DOCUMENT
+                + items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| 2 + digits(i) + bson_size(v))
+                    .sum::<usize>()
+        }
+        Json::Object(fields) => {
+            DOCUMENT
+                + fields
+                    .iter()
+                    .map(|(k, v)| 2 + k.len() + bson_size(v))
+                    .sum::<usize>()
+        }
+    }
+}
+
 fn failure(class: &'static str, stage: &StageDef, message: String) -> StageFailure {
     StageFailure {
         class,
@@ -291,5 +347,31 @@ fn scalar_text(value: &Json) -> Option<String> {
         Json::String(s) if !s.is_empty() => Some(s.clone()),
         Json::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bson_size;
+    use serde_json::json;
+
+    #[test]
+    fn the_bson_size_estimate_is_exact_but_for_small_integers() {
+        let state = json!({
+            "name": "quote", "ok": true, "none": null, "premium": 12.5, "big": 5_000_000_000_i64,
+            "lines": [{"sku": "a"}, {"sku": "bb"}], "tags": ["x", "y", "z", "a", "b", "c", "d", "e", "f", "g", "h", "i"], "nested": {"deep": {"er": "é"}}
+        });
+        let doc = match crate::store::documents::to_bson(&state) {
+            mongodb::bson::Bson::Document(d) => d,
+            other => panic!("{other:?}"),
+        };
+        let mut bytes = Vec::new();
+        doc.to_writer(&mut bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bson_size(&state), bytes.len());
+        assert_eq!(
+            bson_size(&json!({"n": 1})),
+            12 + 4,
+            "an int32 is counted as 8 bytes"
+        );
     }
 }
