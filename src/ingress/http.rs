@@ -64,22 +64,11 @@ async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Respon
     }
     let source = ctx.topology.source_for_topic(&ctx.route.topic);
     let id_field = source.and_then(|s| s.event_id_field.clone());
-    let event_id = headers
+    let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .or_else(|| {
-            id_field
-                .as_ref()
-                .and_then(|f| event.get(f))
-                .and_then(Json::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if let (Some(field), Some(map)) = (&id_field, event.as_object_mut()) {
-        map.insert(field.clone(), Json::String(event_id.clone()));
-    }
+        .filter(|v| !v.is_empty());
+    let event_id = settle_event_id(&mut event, id_field.as_deref(), idempotency_key);
     let key = match &ctx.route.key {
         Some(program) => match program.run_one(&crate::stage::jq::JqValue::from_json(&event)) {
             Ok(Json::String(s)) if !s.is_empty() => Some(s),
@@ -132,5 +121,60 @@ async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Respon
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
             response
         }
+    }
+}
+
+/// The event's id: the `Idempotency-Key` header, else the body's id field (text or a number),
+/// else a new UUIDv7; written into the body's id field, a number kept a number (an Avro `long`).
+fn settle_event_id(event: &mut Json, field: Option<&str>, idempotency_key: Option<&str>) -> String {
+    let in_body = field.and_then(|f| event.get(f)).cloned();
+    let from_body = match &in_body {
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Json::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let id = idempotency_key
+        .map(str::to_string)
+        .or(from_body)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let (Some(field), Some(map)) = (field, event.as_object_mut()) {
+        let value = match (&in_body, id.parse::<i64>()) {
+            (Some(Json::Number(_)), Ok(n)) => Json::from(n),
+            _ => Json::String(id.clone()),
+        };
+        map.insert(field.to_string(), value);
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settle_event_id;
+    use serde_json::json;
+
+    #[test]
+    fn the_event_id_comes_from_the_header_the_body_or_a_new_uuid_and_keeps_its_type() {
+        let mut numeric = json!({"eventId": 42, "x": 1});
+        assert_eq!(settle_event_id(&mut numeric, Some("eventId"), None), "42");
+        assert_eq!(numeric["eventId"], 42, "a long stays a long");
+        let mut keyed = json!({"eventId": 42});
+        assert_eq!(
+            settle_event_id(&mut keyed, Some("eventId"), Some("77")),
+            "77"
+        );
+        assert_eq!(keyed["eventId"], 77);
+        let mut text = json!({"eventId": "e-1"});
+        assert_eq!(settle_event_id(&mut text, Some("eventId"), Some("k")), "k");
+        assert_eq!(text["eventId"], "k");
+        let mut none = json!({});
+        let id = settle_event_id(&mut none, Some("eventId"), None);
+        assert!(uuid::Uuid::parse_str(&id).is_ok() && none["eventId"] == id.as_str());
+        let mut unnamed = json!({"a": 1});
+        assert!(!settle_event_id(&mut unnamed, None, Some("h")).is_empty());
+        assert_eq!(
+            unnamed,
+            json!({"a": 1}),
+            "no id field: the body is left alone"
+        );
     }
 }
