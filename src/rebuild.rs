@@ -229,6 +229,8 @@ async fn write_with_corrections(
     let offsets_id = documents::offsets_id(group, &last.topic, last.partition);
     let shard = documents::shard_of(&last.topic, last.partition);
     let n = last.outputs.len() as i64;
+    // where the shard's numbering stands should this group have no offsets document for it yet
+    let floor = store.shard_seq_floor(&last.topic, last.partition).await?;
     let mut session = store.client().start_session().await?;
     crate::store::txn::run_unless_given_up(&mut session, async |session| {
         let result = store
@@ -251,7 +253,21 @@ async fn write_with_corrections(
             .return_document(mongodb::options::ReturnDocument::After)
             .session(&mut *session)
             .await?;
-        let end = after.and_then(|d| d.get_i64("outboxSeq").ok()).unwrap_or(n);
+        let end = match after.and_then(|d| d.get_i64("outboxSeq").ok()) {
+            Some(end) => end,
+            None => {
+                store
+                    .database()
+                    .collection::<Document>(documents::OFFSETS)
+                    .insert_one(doc! {
+                        "_id": &offsets_id, "group": group, "topic": &last.topic,
+                        "partition": last.partition, "outboxSeq": floor + n,
+                    })
+                    .session(&mut *session)
+                    .await?;
+                floor + n
+            }
+        };
         let now = DateTime::now();
         let docs: Vec<Document> = last
             .outputs

@@ -1,5 +1,6 @@
 //! Changing a deployed topology: a source added later leaves every relay checkpoint where it was,
-//! and a source whose topic has other partitions than configured is refused at start.
+//! a new consumer group continues each outbox shard's numbering, and a source whose topic has
+//! other partitions than configured is refused at start.
 
 mod common;
 
@@ -154,4 +155,28 @@ async fn a_source_topic_with_other_partitions_than_configured_is_refused_at_star
         )),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_group_id_continues_each_outbox_shard_and_loses_no_output() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    let first = t.run(&[]);
+    produce_quotes(&t, 0..30).await;
+    assert_exactly_once(&t, 30).await;
+    assert_eq!(first.stop(), Some(0));
+    // the group is renamed: it reads the sources again from the start (every event a duplicate)
+    // and numbers each shard's new outbox records after those the relay published already
+    let group = &t.topology.kafka.group_id;
+    let text = std::fs::read_to_string(&t.path).unwrap_or_default();
+    let renamed = text.replace(
+        &format!("group_id = \"{group}\""),
+        &format!("group_id = \"{group}-renamed\""),
+    );
+    assert_ne!(text, renamed);
+    std::fs::write(&t.path, renamed).unwrap_or_else(|e| panic!("{e}"));
+    let second = t.run(&[]);
+    produce_quotes(&t, 30..60).await;
+    assert_exactly_once(&t, 60).await;
+    assert_eq!(second.stop(), Some(0));
 }

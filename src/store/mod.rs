@@ -130,6 +130,7 @@ impl Store {
     ) -> Result<PartitionClaim, StoreError> {
         let id = documents::offsets_id(group, topic, partition);
         let offsets = self.db.collection::<Document>(OFFSETS);
+        let floor = self.shard_seq_floor(topic, partition).await?;
         let previous = offsets
             .find_one(doc! { "_id": &id })
             .projection(doc! { "ownerSession": 1 })
@@ -152,7 +153,7 @@ impl Store {
                 doc! {
                     "$inc": { "epoch": 1_i64 },
                     "$set": { "ownerSession": session.id().clone() },
-                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition, "outboxSeq": 0_i64 },
+                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition, "outboxSeq": floor },
                 },
             )
             .upsert(true)
@@ -170,6 +171,22 @@ impl Store {
                 doc.get_i64("outboxSeq").unwrap_or(0),
             )),
         })
+    }
+}
+
+impl Store {
+    /// The highest outbox sequence any consumer group reached on the shard of `topic` and
+    /// `partition`. A group that starts on the shard (`kafka.group_id` renamed) numbers its records
+    /// after it: the relay's checkpoint is per shard, and would take lower numbers for published.
+    pub async fn shard_seq_floor(&self, topic: &str, partition: i32) -> Result<i64, StoreError> {
+        let top = self
+            .db
+            .collection::<Document>(OFFSETS)
+            .find_one(doc! { "topic": topic, "partition": partition })
+            .sort(doc! { "outboxSeq": -1 })
+            .projection(doc! { "outboxSeq": 1 })
+            .await?;
+        Ok(top.and_then(|d| d.get_i64("outboxSeq").ok()).unwrap_or(0))
     }
 }
 
