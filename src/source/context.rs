@@ -157,6 +157,9 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// How long a revocation or a shutdown waits for the partitions' batches in flight.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
 /// The `(topic, partition)`s of a rebalance's list.
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -273,24 +276,36 @@ impl SourceContext {
 
     /// Stops the tasks of `partitions` (all when empty) and waits for their batches to commit.
     pub(super) fn stop_workers(&self, partitions: &[(String, i32)]) {
-        let stopped: Vec<Worker> = match self.workers.lock() {
+        let stopped: Vec<((String, i32), Worker)> = match self.workers.lock() {
             Ok(mut workers) => {
                 let keys: Vec<(String, i32)> = if partitions.is_empty() {
                     workers.keys().cloned().collect()
                 } else {
                     partitions.to_vec()
                 };
-                keys.iter().filter_map(|k| workers.remove(k)).collect()
+                keys.into_iter()
+                    .filter_map(|k| workers.remove(&k).map(|w| (k, w)))
+                    .collect()
             }
             Err(_) => Vec::new(),
         };
-        for w in &stopped {
+        for (_, w) in &stopped {
             let _ = w.stop.send(true);
         }
-        let handles: Vec<JoinHandle<()>> = stopped.into_iter().map(|w| w.handle).collect();
         let _ = block_on(async move {
-            for h in handles {
-                let _ = tokio::time::timeout(Duration::from_secs(60), h).await;
+            // one deadline for them all, then the stragglers are aborted: a task left running
+            // would still hold its partition's queue when the partition is split again
+            let deadline = tokio::time::Instant::now() + REVOKE_WAIT;
+            for ((topic, partition), worker) in stopped {
+                let mut handle = worker.handle;
+                if tokio::time::timeout_at(deadline, &mut handle)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(%topic, partition, "the partition's batch did not finish within {REVOKE_WAIT:?} of the stop; abandoning it uncommitted (the partition's next owner processes it again)");
+                    handle.abort();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+                }
             }
         });
     }

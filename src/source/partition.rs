@@ -210,10 +210,18 @@ pub async fn run(
         clock.lap("slot");
         let work = process(&shared, &source, &claim, &records.records, &stop, clock);
         tokio::pin!(work);
+        // once stopped, take nothing more: the partition may be split again for a new worker,
+        // and a record this one took would never reach it
+        let mut stopping = stop.clone();
+        let mut stopped = false;
         let outcome = loop {
+            stopped |= *stopping.borrow_and_update();
             tokio::select! {
+                biased;
                 outcome = &mut work => break outcome,
-                message = queue.recv(), if !next.is_full(&limits) => { next.take(message, &claim); },
+                // a closed channel counts as a stop
+                changed = stopping.changed(), if !stopped => stopped |= changed.is_err(),
+                message = queue.recv(), if !next.is_full(&limits) && !stopped => { next.take(message, &claim); },
             }
         };
         drop(slot);
