@@ -264,9 +264,12 @@ pub async fn start(
             tracing::info!(addr = %settings.listen, "http listening (api and admin)");
             let app = public.merge(admin).layer(middleware::from_fn(request_id));
             Ok(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
+                if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown(stop))
-                    .await;
+                    .await
+                {
+                    tracing::error!("the http server stopped: {e}");
+                }
             }))
         }
         Some(admin_addr) => {
@@ -276,7 +279,12 @@ pub async fn start(
                 .with_graceful_shutdown(shutdown(stop.clone()));
             let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(shutdown(stop));
             Ok(tokio::spawn(async move {
-                let _ = tokio::join!(public, admin);
+                let (public, admin) = tokio::join!(public, admin);
+                for (which, result) in [("api", public), ("admin", admin)] {
+                    if let Err(e) = result {
+                        tracing::error!("the {which} http server stopped: {e}");
+                    }
+                }
             }))
         }
     }

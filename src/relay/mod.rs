@@ -23,6 +23,7 @@ pub use publisher::reports_served;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
@@ -214,6 +215,7 @@ async fn announce_appends(
     let offsets = store.majority_read(OFFSETS);
     let mut tick = tokio::time::interval(topology.relay.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -235,6 +237,12 @@ async fn announce_appends(
                         inbox.announce(Some(seq));
                     }
                 }
+            }
+            // every interval while Mongo is away: said once a minute, the relay's own reads
+            // report the rest
+            Err(e) if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) => {
+                warned = Some(std::time::Instant::now());
+                tracing::warn!("reading the offsets documents for appends failed: {e}");
             }
             Err(e) => tracing::debug!("reading the offsets documents for appends failed: {e}"),
         }
