@@ -141,6 +141,16 @@ async fn a_source_topic_with_other_partitions_than_configured_is_refused_at_star
     let edited = text.replacen("partitions = 3", "partitions = 2", 1);
     assert!(edited.contains(&format!("topic = \"{quotes}\"\npartitions = 2")));
     std::fs::write(&t.path, edited).unwrap_or_else(|e| panic!("{e}"));
+    let wanted = format!("source `quotes`: topic `{quotes}` has 3 partition(s)");
+    // `validate --online` says so before a deploy
+    let validated = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(["validate", "--online"])
+        .arg(&t.path)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = String::from_utf8_lossy(&validated.stdout);
+    assert_eq!(validated.status.code(), Some(1), "{said}");
+    assert!(said.contains(&wanted), "{said}");
     let mut outflow = t.run(&[]);
     let status = outflow.wait_exit(Duration::from_secs(90));
     let log = outflow.log_text();

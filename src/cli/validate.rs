@@ -210,15 +210,32 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
                 .map(|s| &s.topic)
                 .chain(t.topics.iter().map(|o| &o.name));
             let missing: Vec<&String> = wanted.filter(|w| !existing.contains_key(*w)).collect();
-            let detail = answered(
+            let mut detail = answered(
                 &t.kafka.brokers,
                 &missing,
                 "every topic exists",
                 "`outflow run` will create",
             );
+            // `outflow run` refuses these (see topics::check_partitions): say so before a deploy
+            let differing: Vec<String> = t
+                .sources
+                .iter()
+                .filter_map(|s| {
+                    let actual = *existing.get(&s.topic)?;
+                    (actual != usize::try_from(s.partitions).unwrap_or(0)).then(|| {
+                        format!(
+                            "source `{}`: topic `{}` has {actual} partition(s), `partitions = {}`",
+                            s.name, s.topic, s.partitions
+                        )
+                    })
+                })
+                .collect();
+            if !differing.is_empty() {
+                detail = format!("{detail}; {}", differing.join("; "));
+            }
             checks.push(Check {
                 name: "kafka",
-                ok: true,
+                ok: differing.is_empty(),
                 detail,
             });
         }
