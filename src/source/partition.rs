@@ -177,6 +177,10 @@ pub async fn run(
     let mut next = Batch::default();
     let mut lag_offset = LagOffset::default();
     'batches: loop {
+        // a stop seen while a batch was collected is not announced again: ask, not wait
+        if *stop.borrow() {
+            break;
+        }
         let mut records = std::mem::take(&mut next);
         if records.is_empty() {
             tokio::select! {

@@ -242,6 +242,12 @@ impl Outflow {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // the caller's assertion fails next, when this is no longer there to ask
+        eprintln!(
+            "--- {} did not stop within 60 s of SIGTERM; last lines ---\n{}",
+            self.log.display(),
+            self.log_tail(60)
+        );
         None
     }
 }
