@@ -168,7 +168,7 @@ async fn a_source_topic_with_other_partitions_than_configured_is_refused_at_star
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_group_id_continues_each_outbox_shard_and_loses_no_output() {
+async fn a_renamed_group_id_continues_each_outbox_shard_and_loses_no_output() {
     let t = TestTopology::new("pipeline.toml");
     t.prepare().await;
     let first = t.run(&[]);
@@ -189,4 +189,10 @@ async fn a_new_group_id_continues_each_outbox_shard_and_loses_no_output() {
     produce_quotes(&t, 30..60).await;
     assert_exactly_once(&t, 60).await;
     assert_eq!(second.stop(), Some(0));
+    // and renamed back: the first group's own offsets documents are behind the shards now
+    std::fs::write(&t.path, text).unwrap_or_else(|e| panic!("{e}"));
+    let third = t.run(&[]);
+    produce_quotes(&t, 60..90).await;
+    assert_exactly_once(&t, 90).await;
+    assert_eq!(third.stop(), Some(0));
 }

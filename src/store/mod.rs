@@ -153,7 +153,10 @@ impl Store {
                 doc! {
                     "$inc": { "epoch": 1_i64 },
                     "$set": { "ownerSession": session.id().clone() },
-                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition, "outboxSeq": floor },
+                    // never behind another group's numbering of the shard (a group renamed, or
+                    // renamed back): the relay's checkpoint is per shard
+                    "$max": { "outboxSeq": floor },
+                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition },
                 },
             )
             .upsert(true)
