@@ -20,6 +20,8 @@ pub enum TopicError {
     Admin(String),
     #[error("cannot create topic `{topic}`: {reason}")]
     Create { topic: String, reason: String },
+    #[error("cannot read the partitions of topic `{topic}`: {reason}")]
+    Metadata { topic: String, reason: String },
     /// The relay publishes one outbox shard per configured partition: a partition past them
     /// would be processed and never published.
     #[error(
@@ -182,7 +184,7 @@ pub async fn check_partitions(topology: &Topology) -> Result<(), TopicError> {
 
 /// How many partitions `topic` has on the brokers (a metadata call, off the runtime: it blocks).
 async fn count_partitions(kafka: &KafkaSettings, topic: &str) -> Result<i32, TopicError> {
-    let failed = |reason: String| TopicError::Create {
+    let failed = |reason: String| TopicError::Metadata {
         topic: topic.to_string(),
         reason,
     };

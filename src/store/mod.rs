@@ -175,9 +175,7 @@ impl Store {
             )),
         })
     }
-}
 
-impl Store {
     /// The highest outbox sequence any consumer group reached on the shard of `topic` and
     /// `partition`. A group that starts on the shard (`kafka.group_id` renamed) numbers its records
     /// after it: the relay's checkpoint is per shard, and would take lower numbers for published.
