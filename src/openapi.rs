@@ -136,6 +136,10 @@ pub fn document(t: &Topology) -> Json {
             "415".into(),
             error_response("the content type is not application/json"),
         );
+        responses.insert(
+            "500".into(),
+            error_response("the schema registry refused the route's schema (a deployment problem): nothing was written, and sending again will not help"),
+        );
         responses.insert("503".into(), error_response("Kafka or the registry is unavailable; nothing was written, unless Kafka did not acknowledge in time (the error says so): retry after Retry-After seconds with `Idempotency-Key` set to the eventId given"));
         if t.http.ingress_token.is_some() {
             responses.insert("401".into(), error_response("no bearer token"));

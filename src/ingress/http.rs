@@ -108,6 +108,15 @@ async fn handle(ctx: &IngressContext, headers: &HeaderMap, body: Body) -> Respon
             StatusCode::BAD_REQUEST,
             json!({ "error": "no key", "detail": format!("field `{field}` is missing or not a string/number") }),
         ),
+        // the registry refused the route's schema (incompatible, invalid): a deployment problem
+        // that no retry of the request fixes
+        Err(ProduceError::Registry(e)) if !e.transient => {
+            tracing::error!(event_id, "ingress could not produce: {e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "the schema registry refused this route's schema; sending again will not help", "detail": e.message, "eventId": event_id }),
+            )
+        }
         Err(e) => {
             tracing::warn!(event_id, "ingress could not produce: {e}");
             let body = if e.may_be_written() {
