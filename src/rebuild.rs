@@ -229,8 +229,6 @@ async fn write_with_corrections(
     let offsets_id = documents::offsets_id(group, &last.topic, last.partition);
     let shard = documents::shard_of(&last.topic, last.partition);
     let n = last.outputs.len() as i64;
-    // where the shard's numbering stands should this group have no offsets document for it yet
-    let floor = store.shard_seq_floor(&last.topic, last.partition).await?;
     let mut session = store.client().start_session().await?;
     crate::store::txn::run_unless_given_up(&mut session, async |session| {
         let result = store
@@ -256,6 +254,8 @@ async fn write_with_corrections(
         let end = match after.and_then(|d| d.get_i64("outboxSeq").ok()) {
             Some(end) => end,
             None => {
+                // this group never processed the partition: number after where any group stands
+                let floor = store.shard_seq_floor(&last.topic, last.partition).await?;
                 store
                     .database()
                     .collection::<Document>(documents::OFFSETS)
