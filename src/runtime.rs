@@ -122,7 +122,6 @@ impl RuntimeBuilder {
             .await
             .map_err(mongo("creating collections and indexes"))?;
         crate::topics::ensure(&topology, 1).await?;
-        crate::topics::check_partitions(&topology).await?;
         let registry = Arc::new(Registry::new(
             &topology.registry.url,
             Duration::from_secs(10),

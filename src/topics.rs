@@ -1,9 +1,12 @@
 //! Creates the Kafka topics a topology needs (sources, outputs, dead letters, relay checkpoints).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication, TopicResult,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -118,10 +121,14 @@ pub fn wanted(topology: &Topology) -> Vec<TopicSpec> {
     topics
 }
 
-/// Creates what is missing; existing topics are left as they are.
+/// Creates what is missing; existing topics are left as they are, but a source topic whose
+/// partitions differ from its `partitions` setting is refused (see [`TopicError::Partitions`]).
 pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicError> {
     // outflow's first contact with Kafka at start-up: a wrong password ends here, clearly
-    crate::kafka_auth::check(&topology.kafka, CONNECT_TIMEOUT).await?;
+    let existing = crate::kafka_auth::check(&topology.kafka, CONNECT_TIMEOUT).await?;
+    if let Some(mismatch) = partition_mismatches(topology, &existing).into_iter().next() {
+        return Err(mismatch);
+    }
     let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(&topology.kafka)
         .create()
         .map_err(|e| TopicError::Admin(e.to_string()))?;
@@ -152,34 +159,43 @@ pub async fn create(
         .create_topics(new.iter(), &options)
         .await
         .map_err(|e| TopicError::Admin(e.to_string()))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(TopicError::Create {
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
+    refusal(results, RDKafkaErrorCode::TopicAlreadyExists)
 }
 
-/// Fails when a source topic's partitions on the brokers differ from its `partitions` setting.
-pub async fn check_partitions(topology: &Topology) -> Result<(), TopicError> {
-    for source in &topology.sources {
-        let actual = count_partitions(&topology.kafka, &source.topic).await?;
-        if actual != source.partitions {
-            return Err(TopicError::Partitions {
+/// The first topic an admin call refused, with a code other than `harmless` (the one a concurrent
+/// process causes by getting there first).
+fn refusal(results: Vec<TopicResult>, harmless: RDKafkaErrorCode) -> Result<(), TopicError> {
+    match results
+        .into_iter()
+        .find_map(|r| r.err().filter(|(_, code)| *code != harmless))
+    {
+        Some((topic, code)) => Err(TopicError::Create {
+            topic,
+            reason: code.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The sources whose topic exists with another partition count than their `partitions` setting;
+/// `existing` is topic → partition count, as [`crate::kafka_auth::check`] lists them.
+pub fn partition_mismatches(
+    topology: &Topology,
+    existing: &BTreeMap<String, usize>,
+) -> Vec<TopicError> {
+    topology
+        .sources
+        .iter()
+        .filter_map(|source| {
+            let actual = i32::try_from(*existing.get(&source.topic)?).unwrap_or(i32::MAX);
+            (actual != source.partitions).then(|| TopicError::Partitions {
                 source_name: source.name.clone(),
                 topic: source.topic.clone(),
                 configured: source.partitions,
                 actual,
-            });
-        }
-    }
-    Ok(())
+            })
+        })
+        .collect()
 }
 
 /// How many partitions `topic` has on the brokers (a metadata call, off the runtime: it blocks).
@@ -217,17 +233,6 @@ pub async fn grow(kafka: &KafkaSettings, topic: &str, partitions: i32) -> Result
         .create_partitions([&wanted], &options)
         .await
         .map_err(|e| TopicError::Admin(e.to_string()))?;
-    for result in results {
-        match result {
-            // another process grew it first
-            Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
-            Err((_, code)) => {
-                return Err(TopicError::Create {
-                    topic: topic.to_string(),
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
+    // InvalidPartitions: another process grew it first
+    refusal(results, RDKafkaErrorCode::InvalidPartitions)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{TestTopology, assert_exactly_once, produce_quotes, read_committed};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 /// A source whose topic sorts before the others: in a sorted list of shards it comes first.
 fn added_source(t: &TestTopology) -> String {
@@ -59,12 +59,9 @@ fn partition_count(topic: &str) -> usize {
         .set("bootstrap.servers", common::env("OUTFLOW_KAFKA_BROKERS"))
         .create()
         .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("metadata: {e}"));
-    let count = metadata.topics().iter().map(|t| t.partitions().len()).sum();
-    drop(metadata);
-    count
+    outflow::topics::partition_ids(&consumer, topic, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata: {e}"))
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

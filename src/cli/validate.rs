@@ -216,19 +216,10 @@ async fn online_checks(t: &Topology) -> Vec<Check> {
                 "every topic exists",
                 "`outflow run` will create",
             );
-            // `outflow run` refuses these (see topics::check_partitions): say so before a deploy
-            let differing: Vec<String> = t
-                .sources
+            // `outflow run` refuses these at start (see topics::ensure): say so before a deploy
+            let differing: Vec<String> = crate::topics::partition_mismatches(t, &existing)
                 .iter()
-                .filter_map(|s| {
-                    let actual = *existing.get(&s.topic)?;
-                    (actual != usize::try_from(s.partitions).unwrap_or(0)).then(|| {
-                        format!(
-                            "source `{}`: topic `{}` has {actual} partition(s), `partitions = {}`",
-                            s.name, s.topic, s.partitions
-                        )
-                    })
-                })
+                .map(ToString::to_string)
                 .collect();
             if !differing.is_empty() {
                 detail = format!("{detail}; {}", differing.join("; "));
