@@ -1,10 +1,11 @@
 //! Changing a deployed topology: a source added later leaves every relay checkpoint where it was,
 //! a new consumer group continues each outbox shard's numbering, and a source whose topic has
-//! other partitions than configured is refused at start.
+//! other partitions than configured is refused at start; a new database under the same topology
+//! publishes everything it processes.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::{TestTopology, assert_exactly_once, produce_quotes, read_committed};
@@ -62,6 +63,23 @@ fn partition_count(topic: &str) -> usize {
     outflow::topics::partition_ids(&consumer, topic, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("metadata: {e}"))
         .len()
+}
+
+/// Runs `t` until 30 quotes are processed exactly once, and stops it.
+async fn first_30_quotes(t: &TestTopology) {
+    t.prepare().await;
+    let first = t.run(&[]);
+    produce_quotes(t, 0..30).await;
+    assert_exactly_once(t, 30).await;
+    assert_eq!(first.stop(), Some(0));
+}
+
+/// Replaces `from` with `to` in `t`'s topology.toml; returns the text before.
+fn edit(t: &TestTopology, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(&t.path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.contains(from), "the topology has no `{from}`");
+    std::fs::write(&t.path, text.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,21 +185,15 @@ async fn a_source_topic_with_other_partitions_than_configured_is_refused_at_star
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_renamed_group_id_continues_each_outbox_shard_and_loses_no_output() {
     let t = TestTopology::new("pipeline.toml");
-    t.prepare().await;
-    let first = t.run(&[]);
-    produce_quotes(&t, 0..30).await;
-    assert_exactly_once(&t, 30).await;
-    assert_eq!(first.stop(), Some(0));
+    first_30_quotes(&t).await;
     // the group is renamed: it reads the sources again from the start (every event a duplicate)
     // and numbers each shard's new outbox records after those the relay published already
     let group = &t.topology.kafka.group_id;
-    let text = std::fs::read_to_string(&t.path).unwrap_or_default();
-    let renamed = text.replace(
+    let text = edit(
+        &t,
         &format!("group_id = \"{group}\""),
         &format!("group_id = \"{group}-renamed\""),
     );
-    assert_ne!(text, renamed);
-    std::fs::write(&t.path, renamed).unwrap_or_else(|e| panic!("{e}"));
     let second = t.run(&[]);
     produce_quotes(&t, 30..60).await;
     assert_exactly_once(&t, 60).await;
@@ -192,4 +204,60 @@ async fn a_renamed_group_id_continues_each_outbox_shard_and_loses_no_output() {
     produce_quotes(&t, 60..90).await;
     assert_exactly_once(&t, 90).await;
     assert_eq!(third.stop(), Some(0));
+}
+
+/// Deletes every record of `topic` so far, as retention does.
+async fn expire_records(t: &TestTopology, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = outflow::health::kafka_config(&t.topology.kafka)
+        .create()
+        .unwrap_or_else(|e| panic!("admin: {e}"));
+    let mut all = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        all.add_partition_offset(topic, p, rdkafka::Offset::End)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    admin
+        .delete_records(&all, &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("delete records of {topic}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_database_under_the_same_topology_publishes_everything_it_processes() {
+    let t = TestTopology::new("pipeline.toml");
+    first_30_quotes(&t).await;
+    // the sources' first events expire, and the topology moves to a new, empty database (another
+    // Mongo cluster, or the old database dropped to start over) under the same name, so beside the
+    // first database's relay checkpoints: the new database has published nothing, and its
+    // records must all be published, though their outbox sequences were published before
+    for source in &t.topology.sources {
+        expire_records(&t, &source.topic, source.partitions).await;
+    }
+    edit(
+        &t,
+        &format!("database = \"{}\"", t.prefix),
+        &format!("database = \"{}-moved\"", t.prefix),
+    );
+    let second = t.run(&[]);
+    produce_quotes(&t, 30..60).await;
+    let total = 60 * common::EVENTS_PER_QUOTE;
+    let updates = read_committed(
+        &t.topic("entity-updates"),
+        3,
+        total,
+        Duration::from_secs(180),
+        Duration::from_secs(5),
+    );
+    assert_eq!(second.stop(), Some(0));
+    let events: HashSet<&String> = updates
+        .iter()
+        .filter_map(|r| r.headers.get("outflow.event-id"))
+        .collect();
+    assert_eq!(
+        (updates.len(), events.len()),
+        (total, total),
+        "records and distinct events on entity-updates: each database's, once"
+    );
 }

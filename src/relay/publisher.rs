@@ -36,6 +36,8 @@ pub enum PublishError {
     Mongo(#[from] mongodb::error::Error),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A blocking Kafka call of the shard's publisher panicked.
     #[error("shard {0}: a Kafka call panicked")]
     Panicked(String),
@@ -115,14 +117,17 @@ impl ShardPublisher {
             tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
                 .await
                 .map_err(|_| PublishError::Panicked(self.shard.clone()))??;
+            let database = self.store.database_id().await?;
             let kafka = self.topology.kafka.clone();
-            let (topic, partition, shard) = (
+            let (topic, partition, shard, of_database) = (
                 self.topology.relay.checkpoint_topic.clone(),
                 self.checkpoint_partition,
                 self.shard.clone(),
+                database.clone(),
             );
             let mut last = tokio::task::spawn_blocking(move || {
-                checkpoint::read(&kafka, &topic, partition, &shard, Duration::from_secs(30))
+                let whose = (shard.as_str(), of_database.as_str());
+                checkpoint::read(&kafka, &topic, partition, whose, Duration::from_secs(30))
             })
             .await
             .map_err(|_| PublishError::Panicked(self.shard.clone()))??;
@@ -160,7 +165,7 @@ impl ShardPublisher {
                     continue;
                 }
                 let started = Instant::now();
-                match self.publish(&producer, &batch).await {
+                match self.publish(&producer, &batch, &database).await {
                     Ok(()) => {
                         retry_delays = retry_backoff();
                         last = batch.last().map_or(last, |p| p.seq);
@@ -250,12 +255,13 @@ impl ShardPublisher {
         Ok(outbox::read(&collection, &self.shard, after, n).await?)
     }
 
-    /// One Kafka transaction: the records in order, then the checkpoint; committed only after
-    /// every delivery report arrived and was served (see [`reports_served`]).
+    /// One Kafka transaction: the records in order, then the checkpoint (of `database`'s outbox);
+    /// committed only after every delivery report arrived and was served (see [`reports_served`]).
     async fn publish(
         &self,
         producer: &Arc<FutureProducer>,
         batch: &[Pending],
+        database: &str,
     ) -> Result<(), rdkafka::error::KafkaError> {
         producer.begin_transaction()?;
         let mut deliveries = Vec::with_capacity(batch.len() + 1);
@@ -276,6 +282,7 @@ impl ShardPublisher {
             shard: self.shard.clone(),
             seq: last,
             at: crate::source::decode::chrono_millis(),
+            database: Some(database.to_string()),
         })
         .unwrap_or_default();
         let record = FutureRecord::to(&self.topology.relay.checkpoint_topic)

@@ -10,6 +10,8 @@ pub const OFFSETS: &str = "offsets";
 pub const LEASES: &str = "relay_leases";
 /// Each outbox shard's partition on the relay checkpoint topic (see `relay::placement`).
 pub const PLACEMENTS: &str = "relay_checkpoint_partitions";
+/// What outflow keeps about the database itself: its id (see `Store::database_id`).
+pub const META: &str = "outflow_meta";
 
 pub fn binary(bytes: Vec<u8>) -> Bson {
     Bson::Binary(Binary {

@@ -28,7 +28,7 @@ pub use batch::{Committed, PartitionClaim};
 pub use txn::is_duplicate_key;
 
 use crate::config::Topology;
-use documents::{EVENT_LOG, LEASES, OFFSETS, OUTBOX};
+use documents::{EVENT_LOG, LEASES, META, OFFSETS, OUTBOX};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,13 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("shutting down")]
     Shutdown,
+    /// The database's id document lost its id (edited by hand).
+    #[error(
+        "the `{META}` document `database` has no string `id`: put the id back, or delete the \
+         document (the relay then takes every checkpoint for another database's and publishes the \
+         outbox again)"
+    )]
+    NoDatabaseId,
 }
 
 impl StoreError {
@@ -96,7 +103,7 @@ impl Store {
     /// transactions conflicts.
     pub async fn ensure_collections(&self, topology: &Topology) -> Result<(), StoreError> {
         let existing = self.db.list_collection_names().await?;
-        let mut wanted: Vec<&str> = vec![EVENT_LOG, OUTBOX, OFFSETS, LEASES];
+        let mut wanted: Vec<&str> = vec![EVENT_LOG, OUTBOX, OFFSETS, LEASES, META];
         wanted.extend(topology.entities.iter().map(|e| e.collection.as_str()));
         for name in wanted {
             if !existing.iter().any(|e| e == name) {
@@ -110,7 +117,41 @@ impl Store {
             }
         }
         create_indexes(&self.db).await?;
+        self.database_id().await?;
         upgrade::page_legacy_outbox(&self.client, &self.db).await
+    }
+
+    /// This database's id, minted the first time it is asked for. The relay writes it into every
+    /// checkpoint: the outbox sequences restart in a new database (another cluster, or the old
+    /// database dropped) while the checkpoint topic, named after the topology, stays, and a
+    /// checkpoint of the old database would make the relay skip the new one's first records.
+    pub async fn database_id(&self) -> Result<String, StoreError> {
+        let meta = self.db.collection::<Document>(META);
+        let mut attempts = 0;
+        let doc = loop {
+            attempts += 1;
+            let minted = meta
+                .find_one_and_update(
+                    doc! { "_id": "database" },
+                    doc! { "$setOnInsert": {
+                        "id": uuid::Uuid::now_v7().to_string(),
+                        "createdAt": mongodb::bson::DateTime::now(),
+                    } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match minted {
+                Ok(doc) => break doc,
+                // another process minted it at the same moment: the next round reads theirs
+                Err(e) if is_duplicate_key(&e) && attempts < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        doc.as_ref()
+            .and_then(|d| d.get_str("id").ok())
+            .map(str::to_string)
+            .ok_or(StoreError::NoDatabaseId)
     }
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
