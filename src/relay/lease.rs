@@ -92,7 +92,7 @@ impl Lease {
 
     /// Gives the shard up at once (on shutdown), so another relay need not wait for expiry.
     pub async fn release(&self, store: &Store) {
-        let _ = store
+        let released = store
             .database()
             .collection::<Document>(LEASES)
             .update_one(
@@ -100,5 +100,12 @@ impl Lease {
                 doc! { "$set": { "expiresAt": DateTime::from_millis(0) } },
             )
             .await;
+        if let Err(e) = released {
+            tracing::warn!(
+                shard = %self.shard,
+                "cannot release the relay lease ({e}): another relay takes the shard once it expires, within {:?}",
+                self.ttl
+            );
+        }
     }
 }
