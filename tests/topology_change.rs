@@ -261,3 +261,27 @@ async fn a_new_database_under_the_same_topology_publishes_everything_it_processe
         "records and distinct events on entity-updates: each database's, once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_names_an_outbox_numbered_again_below_its_checkpoint() {
+    let t = TestTopology::new("pipeline.toml");
+    first_30_quotes(&t).await;
+    // offsets documents deleted by hand: the shards are numbered from 1 again, below what their
+    // checkpoints say is published, and the relay cannot tell those records from published ones
+    t.db()
+        .await
+        .collection::<Document>("offsets")
+        .delete_many(doc! {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = t.run(&[]);
+    let warned = common::eventually(Duration::from_secs(60), async || {
+        second
+            .log_text()
+            .contains("will be taken for published and not sent")
+    })
+    .await;
+    let log = second.log_tail(40);
+    assert_eq!(second.stop(), Some(0));
+    assert!(warned, "{log}");
+}

@@ -132,6 +132,7 @@ impl ShardPublisher {
             .await
             .map_err(|_| PublishError::Panicked(self.shard.clone()))??;
             tracing::info!(shard = %self.shard, checkpoint = last, "relay owns shard");
+            self.warn_if_renumbered(last).await;
             // records at or below the checkpoint were published: they are the cleaner's
             match &cleaner {
                 Some(c) => c.published(last),
@@ -247,6 +248,35 @@ impl ShardPublisher {
             }
         }
         Ok(ready)
+    }
+
+    /// Warns when the shard's outbox numbering is behind what its checkpoint says is published:
+    /// the records numbered up to the checkpoint again are taken for published. Expected after a
+    /// database is restored from a backup (reprocessing writes again what was published); a loss
+    /// when offsets documents were deleted. Normally the numbering is ahead: a record is
+    /// published only once its number is committed.
+    async fn warn_if_renumbered(&self, published: i64) {
+        let Some((topic, partition)) = self
+            .shard
+            .rsplit_once(':')
+            .and_then(|(topic, p)| Some((topic, p.parse::<i32>().ok()?)))
+        else {
+            return;
+        };
+        match self.store.shard_seq_floor(topic, partition).await {
+            Ok(numbered) if numbered < published => tracing::warn!(
+                shard = %self.shard,
+                "the shard's outbox is numbered up to {numbered} but its checkpoint says {published} \
+                 were published: records {} to {published} will be taken for published and not \
+                 sent. Expected after restoring the database from a backup (they were sent before \
+                 it); records are lost if offsets documents were deleted by hand",
+                numbered + 1
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(shard = %self.shard, "cannot read the shard's outbox numbering: {e}")
+            }
+        }
     }
 
     /// Up to `n` records after `after` from the store (see [`outbox::read`]).
