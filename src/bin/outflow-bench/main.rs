@@ -8,6 +8,7 @@
 //! ```
 
 mod ceilings;
+mod cpu;
 mod e2e;
 mod table;
 
@@ -167,7 +168,18 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
             None,
         )
     });
+    // CPU over the measured part of the load: the machine, outflow, and the bench itself
+    let pids = [child.id(), std::process::id()];
+    let warmup = Duration::from_secs(args.warmup_seconds);
+    let cpu_from = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        cpu::mark(&pids)
+    });
     bench.produce(0, events, args.entities, Some(rate)).await?;
+    let cpu = match cpu_from.await {
+        Ok(Some(from)) => cpu::since(&from, &pids),
+        _ => None,
+    };
     let mut seen = reader.await??;
     let median_txn = bench.txn_seconds("0.5").await.unwrap_or(0.0);
     let p99_txn = bench.txn_seconds("0.99").await.unwrap_or(0.0);
@@ -210,6 +222,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         p99_received,
         p99_phases,
         relay_batches,
+        cpu,
     })
 }
 
@@ -425,6 +438,9 @@ async fn main() -> anyhow::Result<()> {
         "baseline_events_per_s": baseline, "batching_gain": outflow / baseline,
         "kafka_commit_visible_ms": { "p50": visible_p50, "p99": visible_p99 },
         "latency_ms": { "p50": lat.p50, "p95": lat.p95, "p99": lat.p99, "rate": rate, "median_txn_ms": lat.median_txn * 1000.0, "p99_txn_ms": lat.p99_txn * 1000.0, "p99_target_ms": lat.p99_target(), "p99_bound_at_txn_p99_ms": lat.p99_bound_at_txn_p99(), "p99_append_to_worker": lat.p99_received * 1000.0, "p99_append_to_batch_built": lat.p99_to_batch, "p99_append_to_relay_send": lat.p99_to_relay, "p99_relay_send_to_visible": lat.p99_after_relay },
+        "latency_cpu_cores": lat.cpu.as_ref().map(|c| json!({
+            "cores": c.cores, "busy": c.busy, "outflow": c.processes.first().copied().flatten(),
+            "bench": c.processes.get(1).copied().flatten() })),
         "rss_mib": { "start": rss.start, "peak": rss.peak, "end": rss.end },
         "memory": memory.map(|(ok, [mark, after, end, rate])| json!({
             "events": args.rss_events, "mark": args.rss_mark, "rss_at_mark_mib": mark,

@@ -22,6 +22,8 @@ pub struct Latency {
     pub p99_phases: Vec<(String, f64)>,
     /// The relay's turns by where it found its records (`outflow_relay_batches_total`).
     pub relay_batches: Vec<(String, f64)>,
+    /// CPU while the latency was measured: the machine, then outflow and the bench.
+    pub cpu: Option<crate::cpu::Usage>,
 }
 
 impl Latency {
@@ -123,5 +125,24 @@ pub fn latency_rows(lat: &Latency, rate: f64) -> Vec<Row> {
             .into(),
         None,
     ));
+    if let Some(cpu) = &lat.cpu {
+        rows.push(cpu_row(cpu));
+    }
     rows
+}
+
+/// The machine's busy cores while the latency was measured, and who took them.
+fn cpu_row(cpu: &crate::cpu::Usage) -> Row {
+    let share = |i: usize| cpu.processes.get(i).copied().flatten().unwrap_or(0.0);
+    let (outflow, bench) = (share(0), share(1));
+    (
+        "cores busy while measured".into(),
+        format!("{:.2} of {}", cpu.busy, cpu.cores),
+        format!(
+            "outflow {outflow:.2}, the bench {bench:.2}, the rest {:.2} (the servers, when on this \
+             machine); near all cores busy, records queue for a core and p99 shows that queue",
+            (cpu.busy - outflow - bench).max(0.0)
+        ),
+        None,
+    )
 }
