@@ -1,6 +1,7 @@
 //! The store against real Mongo: the owner-epoch fence, a takeover that does not wait for a killed
 //! owner's open transaction, re-delivered event ids skipped, and an outbox of the earlier layout
-//! carried over.
+//! carried over; claims racing for a new partition hold distinct epochs, and processes starting
+//! together agree on one database id.
 
 mod common;
 
@@ -270,4 +271,67 @@ async fn an_outbox_of_the_earlier_layout_is_moved_into_pages_and_published() {
         !indexes.iter().any(|i| i.starts_with("shard_seq")),
         "the legacy index was dropped: {indexes:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_starting_together_agree_on_one_database_id() {
+    let t = TestTopology::new("pipeline.toml");
+    let uri = env("OUTFLOW_MONGO_URI");
+    // each process has its own client, as processes starting at once do
+    let mut starting = Vec::new();
+    for _ in 0..8 {
+        let (uri, database) = (uri.clone(), t.prefix.clone());
+        starting.push(tokio::spawn(async move {
+            let store = Store::connect(&uri, &database).await?;
+            store.database_id().await
+        }));
+    }
+    let mut ids = Vec::new();
+    for s in starting {
+        match s.await {
+            Ok(Ok(id)) => ids.push(id),
+            Ok(Err(e)) => panic!("database_id: {e}"),
+            Err(e) => panic!("task: {e}"),
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_racing_for_a_new_partition_each_get_their_own_epoch() {
+    let (t, _) = store_with_collections().await;
+    let uri = env("OUTFLOW_MONGO_URI");
+    let topic = t.topology.sources[0].topic.clone();
+    let mut racing = Vec::new();
+    for _ in 0..6 {
+        let (uri, database, topic) = (uri.clone(), t.prefix.clone(), topic.clone());
+        racing.push(tokio::spawn(async move {
+            let store = Store::connect(&uri, &database).await?;
+            store.claim_partition("racers", &topic, 0).await
+        }));
+    }
+    let mut epochs = Vec::new();
+    for r in racing {
+        match r.await {
+            Ok(Ok(claim)) => epochs.push(claim.epoch),
+            Ok(Err(e)) => panic!("claim: {e}"),
+            Err(e) => panic!("task: {e}"),
+        }
+    }
+    // one owner per epoch (two claims holding the same one could both commit), and the last
+    // claim's is the document's: only it may commit
+    epochs.sort_unstable();
+    let mut distinct = epochs.clone();
+    distinct.dedup();
+    assert_eq!(distinct, epochs, "epochs held by the racing claims");
+    let stored = t
+        .db()
+        .await
+        .collection::<Document>("offsets")
+        .find_one(doc! { "group": "racers" })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .and_then(|d| d.get_i64("epoch").ok());
+    assert_eq!(stored, epochs.last().copied(), "{epochs:?}");
 }

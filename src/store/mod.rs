@@ -44,6 +44,9 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("shutting down")]
     Shutdown,
+    /// The server answered no document to an upsert that asked for it, every time.
+    #[error("{0}: the server answered no document to an upsert, {UPSERT_ATTEMPTS} times")]
+    Unanswered(String),
     /// The database's id document lost its id (edited by hand).
     #[error(
         "the `{META}` document `database` has no string `id`: put the id back, or delete the \
@@ -62,6 +65,10 @@ impl StoreError {
         }
     }
 }
+
+/// How often an upsert that must answer its document is tried when the server answers none (see
+/// [`Store::claim_partition`]).
+const UPSERT_ATTEMPTS: u32 = 5;
 
 /// A connected store for one topology's database.
 #[derive(Clone, Debug)]
@@ -127,9 +134,7 @@ impl Store {
     /// checkpoint of the old database would make the relay skip the new one's first records.
     pub async fn database_id(&self) -> Result<String, StoreError> {
         let meta = self.db.collection::<Document>(META);
-        let mut attempts = 0;
-        let doc = loop {
-            attempts += 1;
+        for _ in 0..UPSERT_ATTEMPTS {
             let minted = meta
                 .find_one_and_update(
                     doc! { "_id": "database" },
@@ -142,12 +147,16 @@ impl Store {
                 .return_document(ReturnDocument::After)
                 .await;
             match minted {
-                Ok(doc) => break doc,
+                Ok(Some(ref doc)) if let Ok(id) = doc.get_str("id") => return Ok(id.to_string()),
                 // another process minted it at the same moment: the next round reads theirs
-                Err(e) if is_duplicate_key(&e) && attempts < 3 => continue,
+                // (SecantusDB answers no document to upserts that lose such a race)
+                Ok(_) => {}
+                Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-        };
+        }
+        // still nothing readable: what the document holds decides
+        let doc = meta.find_one(doc! { "_id": "database" }).await?;
         doc.as_ref()
             .and_then(|d| d.get_str("id").ok())
             .map(str::to_string)
@@ -188,22 +197,36 @@ impl Store {
             }
         }
         let session = self.client.start_session().await?;
-        let doc = offsets
-            .find_one_and_update(
-                doc! { "_id": &id },
-                doc! {
-                    "$inc": { "epoch": 1_i64 },
-                    "$set": { "ownerSession": session.id().clone() },
-                    // never behind another group's numbering of the shard (a group renamed, or
-                    // renamed back): the relay's checkpoint is per shard
-                    "$max": { "outboxSeq": floor },
-                    "$setOnInsert": { "group": group, "topic": topic, "partition": partition },
-                },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await?;
-        let doc = doc.unwrap_or_default();
+        let mut attempts = 0;
+        let doc = loop {
+            attempts += 1;
+            let claimed = offsets
+                .find_one_and_update(
+                    doc! { "_id": &id },
+                    doc! {
+                        "$inc": { "epoch": 1_i64 },
+                        "$set": { "ownerSession": session.id().clone() },
+                        // never behind another group's numbering of the shard (a group renamed,
+                        // or renamed back): the relay's checkpoint is per shard
+                        "$max": { "outboxSeq": floor },
+                        "$setOnInsert": { "group": group, "topic": topic, "partition": partition },
+                    },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match claimed {
+                Ok(Some(doc)) => break doc,
+                // claims racing for a partition's first document: SecantusDB answers no document
+                // to some of them, MongoDB may answer a duplicate key. Never guess the epoch
+                // (several claims took 1 when it was guessed): claim again, and hold the one the
+                // server answers
+                Ok(None) if attempts < UPSERT_ATTEMPTS => {}
+                Err(e) if is_duplicate_key(&e) && attempts < UPSERT_ATTEMPTS => {}
+                Ok(None) => return Err(StoreError::Unanswered(format!("claiming {id}"))),
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(PartitionClaim {
             session: std::sync::Arc::new(tokio::sync::Mutex::new(session)),
             group: group.to_string(),
