@@ -42,13 +42,7 @@ fn dead_letter(topology: &outflow::config::Topology, offset: i64) -> BatchEvent 
 /// A fresh test topology and its store, collections and indexes created.
 async fn store_with_collections() -> (TestTopology, Store) {
     let t = TestTopology::new("pipeline.toml");
-    let store = Store::connect(&env("OUTFLOW_MONGO_URI"), &t.prefix)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .ensure_collections(&t.topology)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = t.store().await;
     (t, store)
 }
 

@@ -1,7 +1,7 @@
 //! Changing a deployed topology: a source added later leaves every relay checkpoint where it was,
 //! a new consumer group continues each outbox shard's numbering, and a source whose topic has
 //! other partitions than configured is refused at start; a new database under the same topology
-//! publishes everything it processes.
+//! publishes everything it processes, and a database of another topology is refused.
 
 mod common;
 
@@ -284,4 +284,47 @@ async fn a_relay_names_an_outbox_numbered_again_below_its_checkpoint() {
     let log = second.log_tail(40);
     assert_eq!(second.stop(), Some(0));
     assert!(warned, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_of_another_topology_is_refused_at_start() {
+    let t = TestTopology::new("pipeline.toml");
+    t.prepare().await;
+    t.store().await;
+    // another topology (here: the same one renamed) pointed at the database
+    let owner = t.topology.name.clone();
+    let other = format!("{owner}-other");
+    edit(
+        &t,
+        &format!("name = \"{owner}\""),
+        &format!("name = \"{other}\""),
+    );
+    let mut refused = t.run(&[]);
+    let status = refused.wait_exit(Duration::from_secs(90));
+    let log = refused.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{log}");
+    assert!(
+        log.contains(&format!(
+            "belongs to topology `{owner}`, not `{other}`: each topology needs a database of its own"
+        )),
+        "{log}"
+    );
+    // a rename, adopted as the refusal says: the database is the new name's
+    t.db()
+        .await
+        .collection::<Document>("outflow_meta")
+        .update_one(
+            doc! { "_id": "database" },
+            doc! { "$set": { "topology": &other } },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let adopted = t.run(&[]);
+    let running = common::eventually(Duration::from_secs(60), async || {
+        adopted.log_text().contains("outflow running")
+    })
+    .await;
+    let log = adopted.log_tail(20);
+    assert_eq!(adopted.stop(), Some(0), "{log}");
+    assert!(running, "{log}");
 }

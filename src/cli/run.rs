@@ -3,6 +3,7 @@
 use tokio::sync::watch;
 
 use crate::runtime::{Roles, Runtime, RuntimeError};
+use crate::store::StoreError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,6 +65,15 @@ async fn start(topology: &std::path::Path, roles: Roles) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(RuntimeError::Config(e)) => return Ok(super::config_failure(&e)),
         Err(RuntimeError::Topics(e @ crate::topics::TopicError::Partitions { .. })) => {
+            eprintln!("error: {}: {e}", topology.display());
+            return Ok(super::exit::CONFIG);
+        }
+        Err(
+            e @ RuntimeError::Mongo {
+                source: StoreError::OtherTopology { .. },
+                ..
+            },
+        ) => {
             eprintln!("error: {}: {e}", topology.display());
             return Ok(super::exit::CONFIG);
         }

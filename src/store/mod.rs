@@ -47,6 +47,16 @@ pub enum StoreError {
     /// The server answered no document to an upsert that asked for it, every time.
     #[error("{0}: the server answered no document to an upsert, {UPSERT_ATTEMPTS} times")]
     Unanswered(String),
+    /// The database holds another topology's outbox, leases and entities.
+    #[error(
+        "it belongs to topology `{owner}`, not `{ours}`: each topology needs a database of its own \
+         (outbox shards are named after source partitions and entity collections after entity \
+         kinds, so two topologies would number the same shards and write the same entities). \
+         If `{owner}` was renamed `{ours}`, set `topology` to `{ours}` in the `{META}` document \
+         `database`; the new name's relay starts with an empty checkpoint topic and publishes \
+         again what the outbox still holds, unless `relay.checkpoint_topic` names the old one"
+    )]
+    OtherTopology { owner: String, ours: String },
     /// The database's id document lost its id (edited by hand).
     #[error(
         "the `{META}` document `database` has no string `id`: put the id back, or delete the \
@@ -124,8 +134,32 @@ impl Store {
             }
         }
         create_indexes(&self.db).await?;
-        self.database_id().await?;
+        self.check_owner(&topology.name).await?;
         upgrade::page_legacy_outbox(&self.client, &self.db).await
+    }
+
+    /// Marks the database as `topology`'s the first time, and refuses it when it is another
+    /// topology's (see [`StoreError::OtherTopology`]).
+    async fn check_owner(&self, topology: &str) -> Result<(), StoreError> {
+        self.database_id().await?;
+        let meta = self.db.collection::<Document>(META);
+        // one update wins when two topologies start on a new database at once
+        meta.update_one(
+            doc! { "_id": "database", "topology": { "$exists": false } },
+            doc! { "$set": { "topology": topology } },
+        )
+        .await?;
+        let owner = meta
+            .find_one(doc! { "_id": "database" })
+            .await?
+            .and_then(|d| d.get_str("topology").ok().map(str::to_string));
+        match owner {
+            Some(owner) if owner != topology => Err(StoreError::OtherTopology {
+                owner,
+                ours: topology.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// This database's id, minted the first time it is asked for. The relay writes it into every

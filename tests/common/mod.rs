@@ -116,6 +116,18 @@ impl TestTopology {
             .unwrap_or_else(|e| panic!("count: {e}"))
     }
 
+    /// This topology's store, its collections and indexes created as `outflow run` creates them.
+    pub async fn store(&self) -> outflow::store::Store {
+        let store = outflow::store::Store::connect(&env("OUTFLOW_MONGO_URI"), &self.prefix)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .ensure_collections(&self.topology)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+    }
+
     /// Creates topics, collections and subjects as `outflow run` would, without running anything.
     pub async fn prepare(&self) {
         outflow::topics::ensure(&self.topology, 1)
