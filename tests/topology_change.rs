@@ -250,7 +250,13 @@ async fn a_new_database_under_the_same_topology_publishes_everything_it_processe
         Duration::from_secs(180),
         Duration::from_secs(5),
     );
+    let log = second.log_text();
     assert_eq!(second.stop(), Some(0));
+    // each shard's relay said whose checkpoint it found, and how old it was
+    assert!(
+        log.contains("last checkpoint was written from another database"),
+        "no warning about the first database's checkpoints:\n{log}"
+    );
     let events: HashSet<&String> = updates
         .iter()
         .filter_map(|r| r.headers.get("outflow.event-id"))

@@ -78,13 +78,16 @@ pub fn read(
     let Some(last) = last else { return Ok(0) };
     let published = last.published_in(database);
     if published != last.seq {
+        let age = crate::source::decode::chrono_millis().saturating_sub(last.at) / 1000;
         tracing::warn!(
             shard,
             database,
             written_from = last.database.as_deref().unwrap_or_default(),
             seq = last.seq,
-            "the shard's last checkpoint was written from another database: none of this \
-             database's outbox counts as published"
+            "the shard's last checkpoint was written from another database {age} s ago: none of \
+             this database's outbox counts as published (expected once after moving to a new \
+             database; if it was seconds ago, another deployment with this topology name runs \
+             on the same Kafka cluster and the two fence each other's relays)"
         );
     }
     Ok(published)
