@@ -64,15 +64,14 @@ async fn start(topology: &std::path::Path, roles: Roles) -> anyhow::Result<u8> {
     let runtime = match Runtime::builder(topology).build().await {
         Ok(r) => r,
         Err(RuntimeError::Config(e)) => return Ok(super::config_failure(&e)),
-        Err(RuntimeError::Topics(e @ crate::topics::TopicError::Partitions { .. })) => {
-            eprintln!("error: {}: {e}", topology.display());
-            return Ok(super::exit::CONFIG);
-        }
+        // topology.toml disagrees with what is deployed: the brokers' partitions, the database's
+        // topology
         Err(
-            e @ RuntimeError::Mongo {
+            e @ (RuntimeError::Topics(crate::topics::TopicError::Partitions { .. })
+            | RuntimeError::Mongo {
                 source: StoreError::OtherTopology { .. },
                 ..
-            },
+            }),
         ) => {
             eprintln!("error: {}: {e}", topology.display());
             return Ok(super::exit::CONFIG);
