@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestTopology, eventually, read_committed};
+use common::{TestTopology, read_committed};
 use mongodb::bson::doc;
 use outflow::schema::codec;
 use outflow::schema::json::json_to_avro;
@@ -179,12 +179,14 @@ async fn each_bad_source_record_is_one_dead_letter_and_the_partition_moves_on() 
         }
     }
     // the good records after them were processed and published: nothing stalled
-    let processed = eventually(Duration::from_secs(60), async || {
-        t.count("quote", doc! { "_id": "corpus-q", "version": 2_i64 })
-            .await
-            == 1
-    })
-    .await;
+    let processed = t
+        .reaches(
+            "quote",
+            doc! { "_id": "corpus-q", "version": 2_i64 },
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         processed,
         "the good records after the bad ones were processed"

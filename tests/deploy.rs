@@ -85,10 +85,9 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let processed = eventually(Duration::from_secs(60), async || {
-        t.count("event_log", doc! {}).await == 201
-    })
-    .await;
+    let processed = t
+        .reaches("event_log", doc! {}, 201, Duration::from_secs(60))
+        .await;
     assert!(processed, "demo traffic processed");
     let exported = eventually(Duration::from_secs(30), async || {
         let text = reqwest::get(format!("{base}/metrics")).await.ok();

@@ -66,10 +66,9 @@ async fn relay_killed_between_kafka_commit_and_mongo_cleanup_publishes_nothing_t
     );
     let _relay = t.run(&["--relay-only"]);
     assert_exactly_once(&t, quotes).await;
-    let cleaned = eventually(Duration::from_secs(30), async || {
-        t.count("outbox", doc! {}).await == 0
-    })
-    .await;
+    let cleaned = t
+        .reaches("outbox", doc! {}, 0, Duration::from_secs(30))
+        .await;
     assert!(cleaned, "the new relay cleaned up after the checkpoint");
 }
 
@@ -92,10 +91,9 @@ async fn a_paused_processor_replaced_by_another_doubles_nothing() {
     // a second processor takes the partitions once the group expels the paused one
     let successor = t.run(&["--processor-only"]);
     let total = (quotes * EVENTS_PER_QUOTE) as u64;
-    let caught_up = eventually(Duration::from_secs(180), async || {
-        t.count("event_log", doc! {}).await == total
-    })
-    .await;
+    let caught_up = t
+        .reaches("event_log", doc! {}, total, Duration::from_secs(180))
+        .await;
     assert!(
         caught_up,
         "the successor processed everything: {} of {total}",
@@ -264,10 +262,9 @@ async fn a_processor_whose_group_cannot_settle_starts_a_new_consumer() {
         "outflow_consumer_group_unsettled_seconds never reached 30 s:\n{}",
         outflow.log_tail(30)
     );
-    let replaced = eventually(Duration::from_secs(150), async || {
-        outflow.log_text().contains("starting a new consumer")
-    })
-    .await;
+    let replaced = outflow
+        .logged("starting a new consumer", Duration::from_secs(150))
+        .await;
     assert!(
         replaced,
         "the processor kept a consumer whose group never settled:\n{}",
@@ -301,10 +298,9 @@ async fn a_broker_outage_past_the_stall_limit_keeps_the_consumer_and_loses_nothi
     let outflow = t.run(&[]);
     common::wait_ready(&t.http_base()).await;
     kafka_local("stop").await;
-    let kept = eventually(Duration::from_secs(150), async || {
-        outflow.log_text().contains("keeping this consumer")
-    })
-    .await;
+    let kept = outflow
+        .logged("keeping this consumer", Duration::from_secs(150))
+        .await;
     kafka_local("start").await;
     assert!(
         kept,

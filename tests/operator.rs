@@ -161,12 +161,14 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
     let (code, out, err) = outflow(&["dlq", "replay", "--topology", &path]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sent 3, already replayed 0"), "{out}");
-    let priced = eventually(Duration::from_secs(60), async || {
-        t.count("quote", doc! { "state.status": "PRICED", "version": 2_i64 })
-            .await
-            == 3
-    })
-    .await;
+    let priced = t
+        .reaches(
+            "quote",
+            doc! { "state.status": "PRICED", "version": 2_i64 },
+            3,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         priced,
         "the replayed events were processed by the fixed stage"
@@ -203,10 +205,14 @@ async fn rebuild_after_a_stage_change_matches_processing_from_scratch() {
             inputs.push((kind, event));
         }
     }
-    let done = eventually(Duration::from_secs(60), async || {
-        t.count("quote", doc! { "version": 2_i64 }).await == 20
-    })
-    .await;
+    let done = t
+        .reaches(
+            "quote",
+            doc! { "version": 2_i64 },
+            20,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(done, "processed");
     assert_eq!(first.stop(), Some(0));
 

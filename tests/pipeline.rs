@@ -33,10 +33,9 @@ async fn ten_thousand_events_exactly_once_and_redelivery_changes_nothing() {
     t.prepare().await;
     let outflow = t.run(&[]);
     produce_all(&t).await;
-    let processed = eventually(Duration::from_secs(180), async || {
-        t.count("event_log", doc! {}).await == total as u64
-    })
-    .await;
+    let processed = t
+        .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
+        .await;
     assert!(
         processed,
         "event log has {} of {total}",
@@ -256,12 +255,14 @@ async fn poison_records_become_dead_letters_and_the_partition_moves_on() {
     );
     assert_eq!(dead[3].headers["outflow.event-id"], "poison-3");
     // the record after the poison ones was processed: the partition never stalled
-    let processed = eventually(Duration::from_secs(30), async || {
-        t.count("quote", doc! { "_id": "poison-q", "version": 1_i64 })
-            .await
-            == 1
-    })
-    .await;
+    let processed = t
+        .reaches(
+            "quote",
+            doc! { "_id": "poison-q", "version": 1_i64 },
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
         processed,
         "the good event after the poison records was processed"

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestTopology, eventually};
+use common::TestTopology;
 use mongodb::bson::doc;
 use outflow::schema::codec;
 use outflow::schema::json::json_to_avro;
@@ -103,10 +103,7 @@ async fn a_record_waits_for_a_paused_registry_and_is_processed_once_it_answers()
         )
         .await
         .unwrap_or_else(|(e, _)| panic!("{e}"));
-    let waited = eventually(Duration::from_secs(60), async || {
-        outflow.log_text().contains("retrying in")
-    })
-    .await;
+    let waited = outflow.logged("retrying in", Duration::from_secs(60)).await;
     assert!(
         waited,
         "the processor never said it waits for the registry:\n{}",
@@ -119,12 +116,14 @@ async fn a_record_waits_for_a_paused_registry_and_is_processed_once_it_answers()
     );
     drop(paused);
 
-    let processed = eventually(Duration::from_secs(60), async || {
-        t.count("quote", doc! { "_id": "paused-q", "version": 1_i64 })
-            .await
-            == 1
-    })
-    .await;
+    let processed = t
+        .reaches(
+            "quote",
+            doc! { "_id": "paused-q", "version": 1_i64 },
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
     assert!(
         processed,
         "the record was not processed once the registry answered (dead-lettered?):\n{}",

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestTopology, env, eventually, read_committed};
+use common::{TestTopology, env, read_committed};
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use outflow::dlq::{DeadLetter, Failure, Origin};
@@ -252,10 +252,9 @@ async fn an_outbox_of_the_earlier_layout_is_moved_into_pages_and_published() {
         "each legacy record published once, with its own id\n{}",
         outflow.log_tail(40)
     );
-    let cleaned = eventually(Duration::from_secs(30), async || {
-        t.count("outbox", doc! {}).await == 0
-    })
-    .await;
+    let cleaned = t
+        .reaches("outbox", doc! {}, 0, Duration::from_secs(30))
+        .await;
     assert!(cleaned, "the published legacy records were deleted");
     let indexes = outbox
         .list_index_names()

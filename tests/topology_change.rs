@@ -281,12 +281,12 @@ async fn a_relay_names_an_outbox_numbered_again_below_its_checkpoint() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let second = t.run(&[]);
-    let warned = common::eventually(Duration::from_secs(60), async || {
-        second
-            .log_text()
-            .contains("will be taken for published and not sent")
-    })
-    .await;
+    let warned = second
+        .logged(
+            "will be taken for published and not sent",
+            Duration::from_secs(60),
+        )
+        .await;
     let log = second.log_tail(40);
     assert_eq!(second.stop(), Some(0));
     assert!(warned, "{log}");
@@ -326,10 +326,9 @@ async fn a_database_of_another_topology_is_refused_at_start() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let adopted = t.run(&[]);
-    let running = common::eventually(Duration::from_secs(60), async || {
-        adopted.log_text().contains("outflow running")
-    })
-    .await;
+    let running = adopted
+        .logged("outflow running", Duration::from_secs(60))
+        .await;
     let log = adopted.log_tail(20);
     assert_eq!(adopted.stop(), Some(0), "{log}");
     assert!(running, "{log}");

@@ -128,6 +128,21 @@ impl TestTopology {
         store
     }
 
+    /// Waits up to `timeout` for `collection` to hold exactly `n` documents matching `filter`;
+    /// whether it did.
+    pub async fn reaches(
+        &self,
+        collection: &str,
+        filter: Document,
+        n: u64,
+        timeout: Duration,
+    ) -> bool {
+        eventually(timeout, async || {
+            self.count(collection, filter.clone()).await == n
+        })
+        .await
+    }
+
     /// Creates topics, collections and subjects as `outflow run` would, without running anything.
     pub async fn prepare(&self) {
         outflow::topics::ensure(&self.topology, 1)
@@ -216,6 +231,11 @@ impl Outflow {
     /// What the process logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the process to log `text`; whether it did.
+    pub async fn logged(&self, text: &str, timeout: Duration) -> bool {
+        eventually(timeout, async || self.log_text().contains(text)).await
     }
 
     /// The last `lines` lines the process logged, for a failing assertion's message.
@@ -410,10 +430,9 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
 /// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
 pub async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
     let total = quotes * EVENTS_PER_QUOTE;
-    let processed = eventually(Duration::from_secs(180), async || {
-        t.count("event_log", doc! {}).await == total as u64
-    })
-    .await;
+    let processed = t
+        .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
+        .await;
     assert!(
         processed,
         "event log has {} of {total}",
