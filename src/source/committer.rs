@@ -77,13 +77,7 @@ impl Committer {
     }
 }
 
-/// Most partitions' batches in one transaction: it bounds the transaction's size (8 ×
-/// `max_records`, 4,000 records at the default) and the memory it takes, on a processor that owns
-/// many partitions; the others wait for the next free session.
-const MAX_GROUP: usize = 8;
-
-/// Takes the first ready batch, waits for a free session, then takes every batch ready by then (up
-/// to [`MAX_GROUP`]).
+/// Takes the first ready batch, waits for a free session, then takes every batch ready by then.
 async fn dispatch(
     store: Store,
     runner: Arc<StageRunner>,
@@ -95,9 +89,7 @@ async fn dispatch(
             break;
         };
         let mut called = vec![first];
-        while called.len() < MAX_GROUP
-            && let Ok(more) = waiting.try_recv()
-        {
+        while let Ok(more) = waiting.try_recv() {
             called.push(more);
         }
         tokio::spawn(run_group(

@@ -191,26 +191,6 @@ impl Bench {
             .map(|(_, v)| v)
     }
 
-    /// A summary's mean over the whole run (`_sum / _count`), if it has samples.
-    pub async fn mean(&self, metric: &str) -> Option<f64> {
-        let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
-            .await
-            .ok()?;
-        let text = response.text().await.ok()?;
-        let value = |suffix: &str| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(metric)?
-                    .strip_prefix(suffix)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        };
-        let (sum, count) = (value("_sum")?, value("_count")?);
-        (count > 0.0).then(|| sum / count)
-    }
-
     /// The `quantile` of every series of a summary labelled `label`, as (label value, value).
     pub async fn summaries(&self, metric: &str, label: &str, quantile: &str) -> Vec<(String, f64)> {
         self.series(metric, label, &format!("quantile=\"{quantile}\"}}"))

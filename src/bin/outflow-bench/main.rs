@@ -83,8 +83,6 @@ struct Run {
     rate: f64,
     exactly_once: bool,
     rss: e2e::RssSampler,
-    /// Records and partitions' batches per batch transaction, on average.
-    per_txn: Option<(f64, f64)>,
 }
 
 /// Runs outflow on `events` pre-produced events: throughput from the process being ready (group
@@ -117,10 +115,6 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     let reread = Duration::from_secs(5 + (events / 20_000) as u64);
     let settle =
         tokio::task::block_in_place(|| e2e::read_output(&bench, events + 1, reread, None, None))?;
-    let per_txn = bench
-        .mean("outflow_batch_size")
-        .await
-        .zip(bench.mean("outflow_batch_partitions").await);
     let _ = child.kill();
     let _ = child.wait();
     let exactly_once = seen.total == events && seen.distinct == events && settle.total == events;
@@ -135,7 +129,6 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
         rate: events as f64 / elapsed,
         exactly_once,
         rss,
-        per_txn,
     })
 }
 
@@ -350,10 +343,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let base = end_to_end(&args, single, args.baseline_events).await?;
     let (baseline, baseline_ok) = (base.rate, base.exactly_once);
-    // group commit may put batches of several partitions in one transaction: say how many did
-    let baseline_per_txn = base.per_txn.map_or(String::new(), |(records, partitions)| {
-        format!("; {records:.2} records ({partitions:.2} partitions' batches) per transaction")
-    });
     let rate = (outflow / 2.0).max(100.0);
     eprintln!(
         "latency at {rate:.0} events/s for {} s after a {} s warm-up ...",
@@ -425,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
         "outflow, batch size 1".into(),
         format!("{baseline:.0} events/s"),
         format!(
-            "batching gain {:.1}× (target ≥ 10); exactly once: {baseline_ok}{baseline_per_txn}",
+            "batching gain {:.1}× (target ≥ 10); exactly once: {baseline_ok}",
             outflow / baseline
         ),
         Some(baseline_ok && outflow >= 10.0 * baseline),
