@@ -7,7 +7,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const SOURCE_RECORDS: &str = "outflow_source_records_total";
 pub const BATCH_SIZE: &str = "outflow_batch_size";
-pub const BATCH_PARTITIONS: &str = "outflow_batch_partitions";
 pub const STORE_TXN_SECONDS: &str = "outflow_store_txn_seconds";
 pub const STORE_TXN_RETRIES: &str = "outflow_store_txn_retries_total";
 pub const OUTBOX_PENDING: &str = "outflow_outbox_pending";
@@ -60,10 +59,8 @@ pub fn source_records(topic: &str, outcome: &'static str, n: usize) {
         .increment(n as u64);
 }
 
-/// One batch transaction: its records, the partitions whose batches it committed together, its time.
-pub fn batch(records: usize, partitions: usize, txn: Duration, retries: u32) {
+pub fn batch(records: usize, txn: Duration, retries: u32) {
     histogram!(BATCH_SIZE).record(records as f64);
-    histogram!(BATCH_PARTITIONS).record(partitions as f64);
     histogram!(STORE_TXN_SECONDS).record(txn.as_secs_f64());
     counter!(STORE_TXN_RETRIES).increment(u64::from(retries));
 }

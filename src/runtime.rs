@@ -249,13 +249,9 @@ impl Runtime {
                 registry: Arc::clone(&self.registry),
                 runner: Arc::clone(&self.runner),
                 group,
-                committer: source::Committer::start(
-                    self.store.clone(),
-                    Arc::clone(&self.runner),
-                    self.store
-                        .session_pool(self.topology.mongo.max_concurrent_batches)
-                        .await?,
-                ),
+                commit_slots: Arc::new(tokio::sync::Semaphore::new(
+                    self.topology.mongo.max_concurrent_batches,
+                )),
                 relay_inboxes: inboxes,
             });
             source::run(Arc::clone(&self.topology), shared, stop.clone()).await

@@ -1,6 +1,5 @@
-//! The store against real Mongo: the owner-epoch fence, in a batch's own transaction and in a group
-//! transaction with other partitions' batches, a takeover that does not wait for a killed owner's
-//! open transaction (whose other partitions go on in the same sessions), re-delivered event ids skipped, and an outbox of the earlier layout
+//! The store against real Mongo: the owner-epoch fence, a takeover that does not wait for a killed
+//! owner's open transaction, re-delivered event ids skipped, and an outbox of the earlier layout
 //! carried over; claims racing for a new partition hold distinct epochs, and processes starting
 //! together agree on one database id.
 
@@ -15,7 +14,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use outflow::dlq::{DeadLetter, Failure, Origin};
 use outflow::stage::StageRunner;
-use outflow::store::{BatchEvent, Member, PooledSession, SessionPool, Store, StoreError};
+use outflow::store::{BatchEvent, Store, StoreError};
 
 fn dead_letter(topology: &outflow::config::Topology, offset: i64) -> BatchEvent {
     let source = &topology.sources[0];
@@ -40,20 +39,6 @@ fn dead_letter(topology: &outflow::config::Topology, offset: i64) -> BatchEvent 
     )))
 }
 
-/// One process's sessions for batch transactions.
-async fn pool(store: &Store) -> SessionPool {
-    store
-        .session_pool(2)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn session(pool: &SessionPool) -> PooledSession {
-    pool.take()
-        .await
-        .unwrap_or_else(|| panic!("the pool is closed"))
-}
-
 /// A fresh test topology and its store, collections and indexes created.
 async fn store_with_collections() -> (TestTopology, Store) {
     let t = TestTopology::new("pipeline.toml");
@@ -70,15 +55,12 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
         &t.topology.sources[0].topic,
         &t.topology.sources[0].dlq_topic,
     );
-    // two processes, each with its own sessions
-    let zombie_sessions = pool(&store).await;
-    let successor_sessions = pool(&store).await;
     let zombie = store
-        .claim_partition(group, topic, 0, zombie_sessions.ids())
+        .claim_partition(group, topic, 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let successor = store
-        .claim_partition(group, topic, 0, successor_sessions.ids())
+        .claim_partition(group, topic, 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(successor.epoch, zombie.epoch + 1);
@@ -86,7 +68,6 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
 
     let refused = store
         .commit_batch(
-            &mut *session(&zombie_sessions).await,
             &zombie,
             &[dead_letter(&t.topology, 0)],
             1,
@@ -107,7 +88,6 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
 
     let accepted = store
         .commit_batch(
-            &mut *session(&successor_sessions).await,
             &successor,
             &[dead_letter(&t.topology, 0)],
             1,
@@ -119,7 +99,7 @@ async fn a_processor_with_a_stale_epoch_cannot_commit() {
     assert!(accepted.is_ok(), "{accepted:?}");
     assert_eq!(t.count("outbox", doc! {}).await, 1);
     let resumed = store
-        .claim_partition(group, topic, 0, successor_sessions.ids())
+        .claim_partition(group, topic, 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -135,13 +115,12 @@ async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
     let (group, topic) = (&t.topology.kafka.group_id, &t.topology.sources[0].topic);
     // a processor killed in the middle of a batch: its transaction holds the offsets document and
     // is never committed or aborted (the claim stays alive so nothing aborts it on drop)
-    let killed_sessions = pool(&store).await;
     let killed = store
-        .claim_partition(group, topic, 0, killed_sessions.ids())
+        .claim_partition(group, topic, 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     {
-        let mut session = session(&killed_sessions).await;
+        let mut session = killed.session.lock().await;
         session
             .start_transaction()
             .await
@@ -160,7 +139,7 @@ async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
     let started = std::time::Instant::now();
     let successor = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        store.claim_partition(group, topic, 0, &[]),
+        store.claim_partition(group, topic, 0),
     )
     .await;
     let waited = started.elapsed();
@@ -175,119 +154,6 @@ async fn a_claim_does_not_wait_for_a_killed_owners_open_transaction() {
     assert_eq!(
         successor.next_offset, None,
         "the killed transaction's write was aborted, not committed"
-    );
-    // the killed process's other partitions go on in the same sessions: its group transaction
-    // failed, it aborts and runs the batch again
-    let other = store
-        .claim_partition(group, topic, 1, killed_sessions.ids())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let runner = StageRunner::new(Arc::clone(&t.topology), HashMap::new(), HashMap::new());
-    let never = || false;
-    let mut session = session(&killed_sessions).await;
-    let interrupted = store
-        .database()
-        .collection::<mongodb::bson::Document>(outflow::store::documents::OFFSETS)
-        .update_one(
-            doc! { "_id": outflow::store::documents::offsets_id(group, topic, 1) },
-            doc! { "$set": { "nextOffset": 98_i64 } },
-        )
-        .session(&mut *session)
-        .await
-        .map_err(StoreError::from);
-    match interrupted {
-        Err(e) => assert!(
-            e.is_transient(),
-            "a write in a killed transaction fails with an error the group retries: {e:?}"
-        ),
-        Ok(_) => panic!("a write in a killed transaction succeeded"),
-    }
-    let _ = session.abort_transaction().await;
-    let again = store
-        .commit_batch(
-            &mut session,
-            &other,
-            &[dead_letter(&t.topology, 0)],
-            1,
-            &runner,
-            &t.topology.sources[0].dlq_topic,
-            &never,
-        )
-        .await;
-    assert!(again.is_ok(), "a killed session serves again: {again:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fenced_batch_leaves_its_group_transaction_and_the_others_commit() {
-    let (t, store) = store_with_collections().await;
-    let runner = StageRunner::new(Arc::clone(&t.topology), HashMap::new(), HashMap::new());
-    let (group, topic, dlq) = (
-        &t.topology.kafka.group_id,
-        &t.topology.sources[0].topic,
-        &t.topology.sources[0].dlq_topic,
-    );
-    let ours = pool(&store).await;
-    let kept = store
-        .claim_partition(group, topic, 1, ours.ids())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let lost = store
-        .claim_partition(group, topic, 0, ours.ids())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let theirs = pool(&store).await;
-    store
-        .claim_partition(group, topic, 0, theirs.ids())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let never = || false;
-    let (kept_events, lost_events) = (
-        [dead_letter(&t.topology, 0), dead_letter(&t.topology, 1)],
-        [dead_letter(&t.topology, 7)],
-    );
-    // the fenced member comes second: the first one's writes are aborted with it and written again
-    let members = [
-        Member {
-            claim: &kept,
-            events: &kept_events,
-            next_offset: 2,
-            dlq_topic: dlq,
-            stop: &never,
-        },
-        Member {
-            claim: &lost,
-            events: &lost_events,
-            next_offset: 8,
-            dlq_topic: dlq,
-            stop: &never,
-        },
-    ];
-    let outcomes = store
-        .commit_group(&mut *session(&ours).await, &runner, &members)
-        .await;
-    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
-    assert!(
-        matches!(outcomes[1], Err(StoreError::Fenced { .. })),
-        "{:?}",
-        outcomes[1]
-    );
-    assert_eq!(
-        t.count("outbox", doc! {}).await,
-        1,
-        "one page with the kept partition's two records, once"
-    );
-    let offsets = |partition: i32| {
-        doc! { "_id": outflow::store::documents::offsets_id(group, topic, partition), "nextOffset": { "$exists": true } }
-    };
-    assert_eq!(
-        t.count("offsets", offsets(1)).await,
-        1,
-        "stored with its batch"
-    );
-    assert_eq!(
-        t.count("offsets", offsets(0)).await,
-        0,
-        "the lost partition's offset is not"
     );
 }
 
@@ -435,7 +301,7 @@ async fn claims_racing_for_a_new_partition_each_get_their_own_epoch() {
         let (uri, database, topic) = (uri.clone(), t.prefix.clone(), topic.clone());
         racing.push(tokio::spawn(async move {
             let store = Store::connect(&uri, &database).await?;
-            store.claim_partition("racers", &topic, 0, &[]).await
+            store.claim_partition("racers", &topic, 0).await
         }));
     }
     let mut epochs = Vec::new();

@@ -157,8 +157,8 @@ pub struct RegistrySettings {
 pub struct MongoSettings {
     pub uri: String,
     pub database: String,
-    /// Batch transactions one processor runs against Mongo at once (its sessions); batches that
-    /// wait keep collecting records, and the next free session commits them all in one.
+    /// Partition batches one processor runs against Mongo at once; the others keep collecting
+    /// records meanwhile, so they commit as fewer, larger transactions.
     pub max_concurrent_batches: usize,
 }
 

@@ -179,14 +179,13 @@ impl SourceContext {
     fn claim_all(&self, wanted: &[(String, i32)]) -> Vec<PartitionClaim> {
         let group = self.topology.kafka.group_id.clone();
         let store = self.shared.store.clone();
-        let owner = self.shared.committer.owner_sessions().to_vec();
         let stopping = self.stopping.clone();
         block_on(async move {
             let mut claims = Vec::new();
             for (topic, partition) in wanted {
                 let mut delay = Duration::from_millis(100);
                 loop {
-                    match store.claim_partition(&group, topic, *partition, &owner).await {
+                    match store.claim_partition(&group, topic, *partition).await {
                         Ok(c) => {
                             claims.push(c);
                             break;

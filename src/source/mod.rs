@@ -6,7 +6,6 @@
 //! finishes its batch before the partition is given up. A consumer whose group stops settling is
 //! replaced by a new one (see `watchdog`).
 
-mod committer;
 mod context;
 pub mod decode;
 mod partition;
@@ -20,7 +19,6 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::{mpsc, watch};
 
-pub use committer::Committer;
 pub use context::SourceContext;
 pub use partition::Shared;
 

@@ -1,4 +1,4 @@
-//! One assigned partition: cut micro-batches, decode them and commit them with its group.
+//! One assigned partition: cut micro-batches, decode, run stages and commit them in one transaction.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -11,7 +11,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use tokio::sync::{mpsc, watch};
 
-use super::committer::{CalledIn, Submission};
 use super::decode::{RawRecord, decode};
 use super::{SourceContext, SourceError};
 use crate::config::Source;
@@ -26,8 +25,8 @@ pub struct Shared {
     pub runner: Arc<crate::stage::StageRunner>,
     /// Whether the consumer joined its group and how settled it is (for `/readyz`).
     pub group: Arc<super::GroupStatus>,
-    /// Commits the batches of all partitions, several in one transaction when they wait together.
-    pub committer: super::committer::Committer,
+    /// `mongo.max_concurrent_batches` permits: a batch holds one from its decode to its commit.
+    pub commit_slots: Arc<tokio::sync::Semaphore>,
     /// This process's relay, when it runs one: committed outbox records are handed to it.
     pub relay_inboxes: Option<Arc<crate::relay::Inboxes>>,
 }
@@ -177,7 +176,7 @@ pub async fn run(
     // records taken off the queue while the previous batch was committing: the next batch
     let mut next = Batch::default();
     let mut lag_offset = LagOffset::default();
-    loop {
+    'batches: loop {
         // a stop seen while a batch was collected is not announced again: ask, not wait
         if *stop.borrow() {
             break;
@@ -203,27 +202,17 @@ pub async fn run(
             }
         }
         clock.lap("collect");
-        // waiting for its group to call it in, the batch keeps growing: fewer, larger transactions
-        let mut ready = shared.committer.ready();
-        let called = loop {
+        // waiting for a commit slot, the batch keeps growing: fewer, larger transactions
+        let slot = loop {
             tokio::select! {
                 biased;
-                _ = stop.changed() => break None, // nothing stored: Kafka redelivers them
-                called = &mut ready => break called.ok(),
+                _ = stop.changed() => break 'batches, // nothing stored: Kafka redelivers them
+                slot = shared.commit_slots.acquire() => break slot.ok(),
                 message = queue.recv(), if !records.is_full(&limits) => { records.take(message, &claim); },
             }
         };
-        let Some(called) = called else { break };
         clock.lap("slot");
-        let work = process(
-            &shared,
-            &source,
-            &claim,
-            &records.records,
-            &stop,
-            clock,
-            called,
-        );
+        let work = process(&shared, &source, &claim, &records.records, &stop, clock);
         tokio::pin!(work);
         // once stopped, take nothing more: the partition may be split again for a new worker,
         // and a record this one took would never reach it
@@ -239,6 +228,7 @@ pub async fn run(
                 message = queue.recv(), if !next.is_full(&limits) && !stopped => { next.take(message, &claim); },
             }
         };
+        drop(slot);
         match outcome {
             Ok(()) => {}
             Err(StoreError::Fenced { .. }) => {
@@ -275,7 +265,6 @@ async fn process(
     records: &[RawRecord],
     stop: &watch::Receiver<bool>,
     mut clock: metrics::PhaseClock,
-    called: CalledIn,
 ) -> Result<(), StoreError> {
     let Some(last) = records.last() else {
         return Ok(());
@@ -305,21 +294,25 @@ async fn process(
         }
     }
     clock.lap("decode");
-    // a handed-over batch gets its first attempt even during shutdown
-    let crate::store::Committed { report, outbox } = called
-        .hand_over(Submission {
-            claim: claim.clone(),
-            events,
-            next_offset: last.offset + 1,
-            dlq_topic: source.dlq_topic.clone(),
-            stop: stop.clone(),
-        })
+    let started = Instant::now();
+    let stopping = || *stop.borrow(); // a started batch gets its first attempt even during shutdown
+    let crate::store::Committed { report, outbox } = shared
+        .store
+        .commit_batch(
+            claim,
+            &events,
+            last.offset + 1,
+            &shared.runner,
+            &source.dlq_topic,
+            &stopping,
+        )
         .await?;
     if let Some(inboxes) = &shared.relay_inboxes
         && !outbox.is_empty()
     {
         inboxes.committed(&shard_of(&claim.topic, claim.partition), outbox);
     }
+    metrics::batch(records.len(), started.elapsed(), report.retries);
     metrics::source_records(&claim.topic, "processed", report.processed);
     metrics::source_records(&claim.topic, "duplicate", report.duplicates);
     metrics::source_records(&claim.topic, "skipped", report.skipped);

@@ -86,13 +86,12 @@ pub struct Folded<'a> {
 pub type States = HashMap<(String, String), (Option<Json>, i64)>;
 
 /// Applies the stages to `events` in order. `seen` holds event ids already in the event log (they
-/// are skipped, as are repeats inside the batch); `states` the current entity states. Both are
-/// left as they are after the batch, for a next batch folded in the same transaction.
+/// are skipped, as are repeats inside the batch); `states` the current entity states.
 pub fn fold<'a>(
     runner: &StageRunner,
     events: &'a [BatchEvent],
-    seen: &mut HashSet<String>,
-    states: &mut States,
+    mut seen: HashSet<String>,
+    mut states: States,
     source: (&str, i32),
     dlq_topic: &str,
     now_millis: i64,
@@ -183,12 +182,12 @@ pub fn fold<'a>(
         }
     }
     for (kind, id, last_event_id) in touched {
-        if let Some((Some(state), version)) = states.get(&(kind.clone(), id.clone())) {
+        if let Some((Some(state), version)) = states.remove(&(kind.clone(), id.clone())) {
             out.entities.push(EntityWrite {
                 kind,
                 id,
-                state: state.clone(),
-                version: *version,
+                state,
+                version,
                 last_event_id,
             });
         }

@@ -1,12 +1,10 @@
-//! The batches of a transaction (one partition's, or several in a group): dedupe, fold stages over
-//! entity states, write all.
+//! One batch of one partition → one transaction: dedupe, fold stages over entity states, write all.
 //!
-//! Round trips per transaction: the event-id read, the entity-state read per kind, ONE `bulkWrite`
-//! (every batch's offsets fence first, then every document) and the commit. A fence is an upsert
-//! filtered on the partition's `_id`, our owner epoch and the outbox sequence we expect: when the
-//! epoch or the sequence moved it matches nothing, the upsert collides with the existing `_id` and
-//! the ordered bulk write stops there; the transaction is aborted and the offsets documents tell
-//! which it was.
+//! Round trips per batch: the event-id read, the entity-state read, ONE `bulkWrite` (the offsets
+//! fence first, then every document) and the commit. The fence is an upsert filtered on the
+//! partition's `_id`, our owner epoch and the outbox sequence we expect: when the epoch or the
+//! sequence moved it matches nothing, the upsert collides with the existing `_id` and the ordered
+//! bulk write stops there; the transaction is aborted and the offsets document tells which it was.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,8 +15,7 @@ use mongodb::options::{InsertOneModel, ReplaceOneModel, UpdateOneModel, WriteMod
 use mongodb::{ClientSession, Namespace};
 
 use super::documents::{self, EVENT_LOG, EventLogEntry, OFFSETS, OUTBOX, OutboxEntry};
-use super::group::Member;
-use super::{Store, StoreError};
+use super::{Store, StoreError, txn};
 use crate::stage::StageRunner;
 use crate::stage::fold::{BatchEvent, BatchReport, Folded, OutboxItem, States, fold};
 
@@ -34,10 +31,13 @@ pub struct PartitionClaim {
     /// The partition's last outbox `seq` as this owner knows it (read at the claim, advanced by
     /// each commit, refreshed when `outflow rebuild --emit` moved it).
     pub outbox_seq: Arc<AtomicI64>,
+    /// The session every batch of this claim runs in; its id is in the offsets document, so the
+    /// next owner can kill it (see `Store::claim_partition`).
+    pub session: Arc<tokio::sync::Mutex<ClientSession>>,
 }
 
 /// Why a batch's fence did not match, read from the offsets document after the abort.
-pub(super) enum Fence {
+enum Fence {
     /// Another processor claimed the partition.
     Lost,
     /// Someone else appended to the shard's outbox (a rebuild): the new sequence.
@@ -48,8 +48,6 @@ pub(super) enum Fence {
 
 /// Everything a batch writes, computed inside the transaction from what it read there.
 struct Plan {
-    /// The partition's outbox sequence the batch numbers its records after.
-    base_seq: i64,
     models: Vec<WriteModel>,
     report: BatchReport,
     /// The outbox records, in `seq` order (copies of those in the pages among `models`).
@@ -64,8 +62,67 @@ pub struct Committed {
 }
 
 impl Store {
+    /// Commits `events` and the partition's `next_offset` in one transaction (see the module docs).
+    pub async fn commit_batch(
+        &self,
+        claim: &PartitionClaim,
+        events: &[BatchEvent],
+        next_offset: i64,
+        runner: &StageRunner,
+        dlq_topic: &str,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Committed, StoreError> {
+        let mut session = claim.session.lock().await;
+        let session = &mut *session;
+        let mut retrier = txn::Retrier::new(stop);
+        loop {
+            let mut clock = crate::metrics::PhaseClock::start();
+            retrier.begin(session).await?;
+            let expected = claim.outbox_seq.load(Ordering::Acquire);
+            match self
+                .attempt(
+                    session,
+                    claim,
+                    (events, next_offset),
+                    (runner, dlq_topic),
+                    &mut clock,
+                )
+                .await
+            {
+                Ok((mut done, end_seq)) => {
+                    let committed = retrier.commit(session).await?;
+                    clock.lap("commit");
+                    if committed {
+                        claim.outbox_seq.store(end_seq, Ordering::Release);
+                        done.report.retries = retrier.retries;
+                        return Ok(done);
+                    }
+                }
+                Err(e) if e.is_transient() => retrier.recover(session, e).await?,
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    match self.why_unfenced(claim, expected).await {
+                        Ok(Fence::Lost) => {
+                            return Err(StoreError::Fenced {
+                                topic: claim.topic.clone(),
+                                partition: claim.partition,
+                                ours: claim.epoch,
+                            });
+                        }
+                        Ok(Fence::SeqMoved(seq)) => {
+                            tracing::debug!(topic = %claim.topic, partition = claim.partition, seq, "outbox sequence moved (a rebuild emitted); retrying the batch");
+                            claim.outbox_seq.store(seq, Ordering::Release);
+                        }
+                        Ok(Fence::Held) => return Err(e),
+                        Err(read) => retrier.recover(session, read).await?,
+                    }
+                }
+            }
+        }
+    }
+
     /// After a failed batch: did we lose the partition, did the outbox sequence move, or neither?
-    pub(super) async fn why_unfenced(
+    async fn why_unfenced(
         &self,
         claim: &PartitionClaim,
         expected: i64,
@@ -89,67 +146,54 @@ impl Store {
         }
     }
 
-    /// The body of a group transaction; the caller commits or retries it. Returns what each
-    /// member's batch did, should it commit, and the outbox sequence its partition then has.
-    pub(super) async fn attempt(
+    /// The body of the batch transaction; the caller commits or retries it. Returns what the batch
+    /// did, should it commit, and the outbox sequence the partition then has.
+    async fn attempt(
         &self,
         session: &mut ClientSession,
-        members: &[&Member<'_>],
-        runner: &StageRunner,
+        claim: &PartitionClaim,
+        (events, next_offset): (&[BatchEvent], i64),
+        (runner, dlq_topic): (&StageRunner, &str),
         clock: &mut crate::metrics::PhaseClock,
-    ) -> Result<Vec<(Committed, i64)>, StoreError> {
-        let plans = self.plan(session, members, runner, clock).await?;
-        // every fence first: a lost partition stops the bulk write before anything else is sent
-        let mut models = Vec::with_capacity(plans.iter().map(|p| p.models.len() + 1).sum());
-        let mut done = Vec::with_capacity(plans.len());
-        for (m, plan) in members.iter().zip(&plans) {
-            let end_seq = plan.base_seq + plan.outbox.len() as i64;
-            models.push(fence(
-                m.claim,
-                plan.base_seq,
-                end_seq,
-                m.next_offset,
-                self.db.name(),
-            ));
-        }
-        for plan in plans {
-            let end_seq = plan.base_seq + plan.outbox.len() as i64;
-            models.extend(plan.models);
-            let committed = Committed {
-                report: plan.report,
-                outbox: plan.outbox,
-            };
-            done.push((committed, end_seq));
-        }
+    ) -> Result<(Committed, i64), StoreError> {
+        let base_seq = claim.outbox_seq.load(Ordering::Acquire);
+        let Plan {
+            models: planned,
+            report,
+            outbox,
+        } = self
+            .plan(session, claim, events, (runner, dlq_topic), base_seq, clock)
+            .await?;
+        let end_seq = base_seq + outbox.len() as i64;
+        let mut models = Vec::with_capacity(planned.len() + 1);
+        models.push(fence(claim, base_seq, end_seq, next_offset, self.db.name()));
+        models.extend(planned);
         self.client
             .bulk_write(models)
             .ordered(true)
             .session(&mut *session)
             .await?;
         clock.lap("write");
-        Ok(done)
+        Ok((Committed { report, outbox }, end_seq))
     }
 
-    /// Reads what the batches depend on (seen event ids, entity states: one query for them all, one
-    /// per entity kind) and folds the stages over each batch in turn, each starting from the
-    /// states and event ids the ones before it left.
+    /// Reads what the batch depends on (seen event ids, entity states) and folds the stages over it.
     async fn plan(
         &self,
         session: &mut ClientSession,
-        members: &[&Member<'_>],
-        runner: &StageRunner,
+        claim: &PartitionClaim,
+        events: &[BatchEvent],
+        (runner, dlq_topic): (&StageRunner, &str),
+        base_seq: i64,
         clock: &mut crate::metrics::PhaseClock,
-    ) -> Result<Vec<Plan>, StoreError> {
-        let decoded = || {
-            members
-                .iter()
-                .flat_map(|m| m.events)
-                .filter_map(|e| match e {
-                    BatchEvent::Decoded(d) => Some(d),
-                    BatchEvent::Dead(_) => None,
-                })
-        };
-        let ids: Vec<&str> = decoded().map(|d| d.event_id.as_str()).collect();
+    ) -> Result<Plan, StoreError> {
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                BatchEvent::Decoded(d) => Some(d.event_id.as_str()),
+                BatchEvent::Dead(_) => None,
+            })
+            .collect();
         let mut seen: HashSet<String> = HashSet::new();
         // run even with no ids: the transaction's first command carries its read concern, which
         // SecantusDB refuses on the `bulkWrite` that would otherwise come first
@@ -166,16 +210,17 @@ impl Store {
                 seen.insert(id.to_string());
             }
         }
-        // current state and version of every entity the batches touch, one query per kind
-        let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
-        for d in decoded() {
-            if let Some(r) = &d.routed
+        // current state and version of every entity the batch touches, one query per kind
+        let mut wanted: HashMap<&str, Vec<&str>> = HashMap::new();
+        for e in events {
+            if let BatchEvent::Decoded(d) = e
+                && let Some(r) = &d.routed
                 && !seen.contains(&d.event_id)
             {
                 wanted
                     .entry(r.entity_kind.as_str())
                     .or_default()
-                    .insert(r.entity_id.as_str());
+                    .push(r.entity_id.as_str());
             }
         }
         let topology = runner.topology();
@@ -184,11 +229,10 @@ impl Store {
             let collection = topology
                 .entity(kind)
                 .map_or(*kind, |e| e.collection.as_str());
-            let ids: Vec<&str> = ids.iter().copied().collect();
             let mut cursor = self
                 .db
                 .collection::<Document>(collection)
-                .find(doc! { "_id": { "$in": &ids } })
+                .find(doc! { "_id": { "$in": ids } })
                 .batch_size(ids.len().max(1) as u32)
                 .session(&mut *session)
                 .await?;
@@ -200,23 +244,18 @@ impl Store {
             }
         }
         clock.lap("read");
-        let now = DateTime::now().timestamp_millis();
-        let mut plans = Vec::with_capacity(members.len());
-        for m in members {
-            let folded = fold(
-                runner,
-                m.events,
-                &mut seen,
-                &mut states,
-                (&m.claim.topic, m.claim.partition),
-                m.dlq_topic,
-                now,
-            );
-            let base_seq = m.claim.outbox_seq.load(Ordering::Acquire);
-            plans.push(to_models(folded, m.claim, runner, base_seq, self.db.name()));
-        }
+        let folded = fold(
+            runner,
+            events,
+            seen,
+            states,
+            (&claim.topic, claim.partition),
+            dlq_topic,
+            DateTime::now().timestamp_millis(),
+        );
+        let plan = to_models(folded, claim, runner, base_seq, self.db.name());
         clock.lap("fold");
-        Ok(plans)
+        Ok(plan)
     }
 }
 
@@ -341,7 +380,6 @@ fn to_models(
         );
     }
     Plan {
-        base_seq,
         models,
         report: folded.report,
         outbox,

@@ -1,10 +1,8 @@
-//! The Mongo side: one transaction per batch (or group of batches), documents, offsets with owner
-//! epochs, outbox.
+//! The Mongo side: one transaction per batch, documents, offsets with owner epochs, outbox.
 //!
 //! # Exactly once, Kafka → Mongo
 //! A batch's event-log inserts, entity upserts, outbox records, dead letters and the partition's
-//! next offset are written in ONE multi-document transaction, which may hold other partitions'
-//! batches too (see `group`). The offsets document also holds the
+//! next offset are written in ONE multi-document transaction. The offsets document also holds the
 //! partition's owner epoch: a processor bumps it when it is assigned the partition, and every batch
 //! transaction writes the offsets document filtered on its own epoch (and on the outbox sequence it
 //! planned with; see `batch`). A processor that lost the
@@ -15,7 +13,6 @@
 
 mod batch;
 pub mod documents;
-mod group;
 pub mod outbox;
 pub(crate) mod txn;
 mod upgrade;
@@ -28,14 +25,13 @@ use mongodb::{Client, Database, IndexModel};
 
 pub use crate::stage::fold::{BatchEvent, BatchReport, DecodedEvent};
 pub use batch::{Committed, PartitionClaim};
-pub use group::{Member, PooledSession, SessionPool};
 pub use txn::is_duplicate_key;
 
 use crate::config::Topology;
 use documents::{EVENT_LOG, LEASES, META, OFFSETS, OUTBOX};
 
 /// Why a store operation failed.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another processor owns the partition now (its epoch is newer): stop processing it.
     #[error("partition {topic}[{partition}] is owned by a newer processor (epoch {ours} is stale)")]
@@ -202,42 +198,39 @@ impl Store {
     }
 
     /// Takes ownership of a partition: bumps its owner epoch and returns it with the stored next
-    /// offset (`None` when the partition was never processed). `owner_sessions` are the ids of the
-    /// sessions its batches will run in (a [`SessionPool`]'s), recorded for the next owner.
+    /// offset (`None` when the partition was never processed) and the session its batches run in.
     ///
-    /// The previous owner's sessions are killed first. A processor killed in the middle of a batch
+    /// The previous owner's session is killed first. A processor killed in the middle of a batch
     /// leaves its transaction open on the server, holding the offsets document, and the epoch bump
     /// would wait for the server to reap it (`transactionLifetimeLimitSeconds`, 60 s by default):
     /// measured as a 61 s takeover after SIGKILL. Killing the session aborts that transaction at
     /// once; where the server refuses (no `killAnySession` privilege), the takeover falls back to
-    /// that wait. The sessions are the whole previous process's: killing one that holds a group
-    /// transaction aborts the other partitions' batches in it too, and that process runs them again.
+    /// that wait.
     pub async fn claim_partition(
         &self,
         group: &str,
         topic: &str,
         partition: i32,
-        owner_sessions: &[Document],
     ) -> Result<PartitionClaim, StoreError> {
         let id = documents::offsets_id(group, topic, partition);
         let offsets = self.db.collection::<Document>(OFFSETS);
         let floor = self.shard_seq_floor(topic, partition).await?;
         let previous = offsets
             .find_one(doc! { "_id": &id })
-            .projection(doc! { "ownerSession": 1, "ownerSessions": 1 })
+            .projection(doc! { "ownerSession": 1 })
             .await?
-            .map(|d| previous_sessions(&d))
-            .unwrap_or_default();
-        if !previous.is_empty() {
+            .and_then(|d| d.get_document("ownerSession").ok().cloned());
+        if let Some(previous) = previous {
             let killed = self
                 .client
                 .database("admin")
-                .run_command(doc! { "killSessions": previous })
+                .run_command(doc! { "killSessions": [previous] })
                 .await;
             if let Err(e) = killed {
-                tracing::warn!(%topic, partition, "the previous owner's sessions were not killed ({e}): should one hold a transaction open, this claim waits until that times out (transactionLifetimeLimitSeconds, 60 s by default); outflow's Mongo user needs the killAnySession action");
+                tracing::warn!(%topic, partition, "the previous owner's session was not killed ({e}): should it hold a transaction open, this claim waits until that times out (transactionLifetimeLimitSeconds, 60 s by default); outflow's Mongo user needs the killAnySession action");
             }
         }
+        let session = self.client.start_session().await?;
         let mut attempts = 0;
         let doc = loop {
             attempts += 1;
@@ -246,9 +239,7 @@ impl Store {
                     doc! { "_id": &id },
                     doc! {
                         "$inc": { "epoch": 1_i64 },
-                        "$set": { "ownerSessions": owner_sessions },
-                        // where earlier versions recorded the claim's one session
-                        "$unset": { "ownerSession": "" },
+                        "$set": { "ownerSession": session.id().clone() },
                         // never behind another group's numbering of the shard (a group renamed,
                         // or renamed back): the relay's checkpoint is per shard
                         "$max": { "outboxSeq": floor },
@@ -271,6 +262,7 @@ impl Store {
             }
         };
         Ok(PartitionClaim {
+            session: std::sync::Arc::new(tokio::sync::Mutex::new(session)),
             group: group.to_string(),
             topic: topic.to_string(),
             partition,
@@ -300,16 +292,6 @@ impl Store {
 /// The indexes the store's queries need, on `db` (also used by the benchmark's Mongo ceiling, to
 /// measure the same writes with the same index upkeep). The outbox needs none: its `_id` is
 /// ordered by shard and sequence (see [`outbox::page_id`]).
-/// The session ids an offsets document records for its owner (`ownerSession` before group commit).
-fn previous_sessions(offsets: &Document) -> Vec<Document> {
-    let mut ids: Vec<Document> = offsets
-        .get_array("ownerSessions")
-        .map(|a| a.iter().filter_map(|b| b.as_document().cloned()).collect())
-        .unwrap_or_default();
-    ids.extend(offsets.get_document("ownerSession").ok().cloned());
-    ids
-}
-
 pub async fn create_indexes(db: &Database) -> Result<(), StoreError> {
     db.collection::<Document>(EVENT_LOG)
         .create_index(

@@ -11,9 +11,7 @@ use mongodb::options::{Acknowledgment, ReadConcern, TransactionOptions, WriteCon
 
 use super::StoreError;
 
-/// Network trouble, elections, write conflicts, an operation interrupted (its session killed by the
-/// new owner of another partition in the same group transaction): the same transaction may succeed
-/// later.
+/// Network trouble, elections, write conflicts: the same transaction may succeed later.
 pub fn is_transient(e: &Error) -> bool {
     e.contains_label(TRANSIENT_TRANSACTION_ERROR)
         || e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
@@ -22,7 +20,7 @@ pub fn is_transient(e: &Error) -> bool {
             *e.kind,
             ErrorKind::ServerSelection { .. } | ErrorKind::ConnectionPoolCleared { .. }
         )
-        || matches!(*e.kind, ErrorKind::Command(ref c) if [112, 251, 91, 189, 10107, 11600, 11601, 11602, 13435, 13436].contains(&c.code))
+        || matches!(*e.kind, ErrorKind::Command(ref c) if [112, 251, 91, 189, 10107, 11600, 11602, 13435, 13436].contains(&c.code))
 }
 
 /// A unique index refused the write (another writer got there first).

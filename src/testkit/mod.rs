@@ -213,8 +213,8 @@ impl TopologyTestDriver {
         let folded = fold(
             &self.runner,
             &events,
-            &mut self.seen.clone(),
-            &mut self.states.clone(),
+            self.seen.clone(),
+            self.states.clone(),
             (topic, 0),
             &source.dlq_topic,
             0,
