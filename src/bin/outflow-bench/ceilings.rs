@@ -10,6 +10,8 @@ use outflow::store::outbox;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::json;
 
+use crate::cleanup;
+
 /// Batch transactions of `batch` events, each an event-log insert, an entity upsert and an outbox
 /// record (the documents outflow writes: the batch's records in one outbox page), plus the
 /// offsets update, in one `bulkWrite` per transaction: events/s. With `indexes`, the collections
@@ -148,6 +150,19 @@ async fn fresh_topic_and_producer(
 /// A transactional producer sending `records` records of `size` bytes, 1,000 per transaction: records/s.
 pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result<f64> {
     let (topic, producer) = fresh_topic_and_producer(brokers, "bench-raw", 6).await?;
+    let rate = send_in_transactions(&topic, &producer, records, size).await;
+    drop(producer);
+    cleanup::delete_topics_at(brokers, &[topic]).await;
+    rate
+}
+
+/// Sends `records` records of `size` bytes to `topic`, 1,000 per transaction: records/s.
+async fn send_in_transactions(
+    topic: &str,
+    producer: &FutureProducer,
+    records: usize,
+    size: usize,
+) -> anyhow::Result<f64> {
     let value = vec![7u8; size];
     let started = Instant::now();
     for chunk in 0..records.div_ceil(1000) {
@@ -155,7 +170,7 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
         let mut deliveries = Vec::with_capacity(1000);
         for i in 0..1000 {
             let key = format!("acc{}", (chunk * 1000 + i) % 10_000);
-            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)) {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
                 Ok(d) => deliveries.push(d),
                 Err((e, _)) => return Err(e.into()),
             }
@@ -165,7 +180,7 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
                 return Err(e.into());
             }
         }
-        outflow::relay::reports_served(&producer, Duration::from_secs(5)).await;
+        outflow::relay::reports_served(producer, Duration::from_secs(5)).await;
         producer.commit_transaction(Duration::from_secs(30))?;
     }
     Ok(records as f64 / started.elapsed().as_secs_f64())
@@ -176,7 +191,20 @@ pub async fn kafka(brokers: &str, records: usize, size: usize) -> anyhow::Result
 /// Returns each record's send → visible in ms: what no relay on this broker can beat.
 pub async fn kafka_visibility(brokers: &str, txns: usize) -> anyhow::Result<Vec<i64>> {
     let (topic, producer) = fresh_topic_and_producer(brokers, "bench-visible", 1).await?;
-    let (reader_brokers, reader_topic) = (brokers.to_string(), topic.clone());
+    let seen = commit_and_read(brokers, &topic, &producer, txns).await;
+    drop(producer);
+    cleanup::delete_topics_at(brokers, &[topic]).await;
+    seen
+}
+
+/// [`kafka_visibility`] on its topic and producer.
+async fn commit_and_read(
+    brokers: &str,
+    topic: &str,
+    producer: &FutureProducer,
+    txns: usize,
+) -> anyhow::Result<Vec<i64>> {
+    let (reader_brokers, reader_topic) = (brokers.to_string(), topic.to_string());
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
         let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &reader_brokers)
@@ -207,26 +235,14 @@ pub async fn kafka_visibility(brokers: &str, txns: usize) -> anyhow::Result<Vec<
     for _ in 0..txns {
         producer.begin_transaction()?;
         let delivery = producer
-            .send_result(FutureRecord::to(&topic).key("k").payload(&[7u8; 100][..]))
+            .send_result(FutureRecord::to(topic).key("k").payload(&[7u8; 100][..]))
             .map_err(|(e, _)| e)?;
         if let Ok(Err((e, _))) = delivery.await {
             return Err(e.into());
         }
-        outflow::relay::reports_served(&producer, Duration::from_secs(5)).await;
+        outflow::relay::reports_served(producer, Duration::from_secs(5)).await;
         producer.commit_transaction(Duration::from_secs(30))?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     reader.await?
-}
-
-/// Drops a database created by a run (best effort).
-pub async fn drop_database(uri: &str, name: &str) {
-    if let Ok(client) = Client::with_uri_str(uri).await {
-        let _ = client.database(name).drop().await;
-        let _ = client
-            .database(name)
-            .collection::<Document>("x")
-            .drop()
-            .await;
-    }
 }

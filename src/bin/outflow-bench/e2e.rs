@@ -84,6 +84,20 @@ impl Bench {
         })
     }
 
+    /// Drops the run's database and deletes its topics (once its process has stopped).
+    pub async fn remove(&self) {
+        crate::cleanup::drop_database(&self.topology.mongo.uri, &self.topology.mongo.database)
+            .await;
+        let topics: Vec<String> = outflow::topics::wanted(&self.topology)
+            .into_iter()
+            .map(|spec| spec.name)
+            .collect();
+        match outflow::health::kafka_config(&self.topology.kafka).create() {
+            Ok(admin) => crate::cleanup::delete_topics(&admin, &topics).await,
+            Err(e) => eprintln!("bench clean-up: topics {topics:?} not deleted: {e}"),
+        }
+    }
+
     pub fn output_topic(&self) -> &str {
         &self.topology.topics[0].name
     }

@@ -8,6 +8,7 @@
 //! ```
 
 mod ceilings;
+mod cleanup;
 mod cpu;
 mod e2e;
 mod table;
@@ -96,6 +97,7 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     if let Err(e) = bench.wait_ready(Duration::from_secs(60)).await {
         let _ = child.kill();
         let _ = child.wait();
+        bench.remove().await;
         return Err(e);
     }
     let started = Instant::now();
@@ -124,7 +126,7 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
             seen.total, seen.distinct, settle.total
         );
     }
-    ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
+    bench.remove().await;
     Ok(Run {
         rate: events as f64 / elapsed,
         exactly_once,
@@ -206,7 +208,7 @@ async fn latency(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         .await;
     let _ = child.kill();
     let _ = child.wait();
-    ceilings::drop_database(&env("OUTFLOW_MONGO_URI", ""), &bench.prefix).await;
+    bench.remove().await;
     write_timeline(&bench, &seen)?;
     let l = &mut seen.latencies;
     Ok(Latency {
