@@ -3,6 +3,14 @@
 #![allow(dead_code)]
 
 pub mod group;
+mod process;
+mod quotes;
+
+// each test crate uses some of these (as with `dead_code` above)
+#[allow(unused_imports)]
+pub use process::Outflow;
+#[allow(unused_imports)]
+pub use quotes::*;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -217,88 +225,6 @@ pub fn free_port() -> u16 {
         .map_or(0, |a| a.port())
 }
 
-/// A running `outflow` process, killed when dropped.
-pub struct Outflow {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Outflow {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// What the process logged so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits up to `timeout` for the process to log `text`; whether it did.
-    pub async fn logged(&self, text: &str, timeout: Duration) -> bool {
-        eventually(timeout, async || self.log_text().contains(text)).await
-    }
-
-    /// The last `lines` lines the process logged, for a failing assertion's message.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Waits for the process to end by itself; its exit code (None if killed by a signal or still running).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status();
-    }
-
-    /// SIGTERM and wait for a graceful exit; returns the exit code.
-    pub fn stop(mut self) -> Option<i32> {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // the caller's assertion fails next, when this is no longer there to ask
-        eprintln!(
-            "--- {} did not stop within 60 s of SIGTERM; last lines ---\n{}",
-            self.log.display(),
-            self.log_tail(60)
-        );
-        None
-    }
-}
-
-impl Drop for Outflow {
-    fn drop(&mut self) {
-        // a failing test's message says what went wrong; the process's own log says why
-        if std::thread::panicking() {
-            eprintln!(
-                "--- last lines of {} ---\n{}",
-                self.log.display(),
-                self.log_tail(60)
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One record read back from Kafka.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -369,98 +295,4 @@ pub async fn eventually<F: AsyncFn() -> bool>(timeout: Duration, check: F) -> bo
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     check().await
-}
-
-pub const EVENTS_PER_QUOTE: usize = 4; // requested, then priced three times
-
-pub fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
-    let q = format!("q{quote:05}");
-    let mut events = vec![(
-        "QuoteRequested",
-        json!({"eventId": format!("{q}-r"), "quoteId": q, "customerId": format!("c{}", quote % 97),
-               "product": "HOME", "coverageAmount": 250000.0, "requestedAt": 1_700_000_000_000_i64}),
-    )];
-    for n in 1..EVENTS_PER_QUOTE {
-        events.push((
-            "QuotePriced",
-            json!({"eventId": format!("{q}-p{n}"), "quoteId": q, "premium": 100.0 * n as f64,
-                   "validUntil": 1_800_000_000_000_i64, "pricedAt": 1_700_000_000_000_i64 + n as i64}),
-        ));
-    }
-    events
-}
-
-/// Produces the events of `quotes` in order per quote (quotes in parallel), each with its event id header.
-///
-/// Like a real client, it sends an event again when Kafka did not acknowledge it in time (a broker
-/// restart can hold a send past its deadline). The event may then be on the topic twice, which
-/// outflow must absorb by event id.
-pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
-    const ATTEMPTS: usize = 3;
-    let producer = t.producer();
-    let topic = t.topic("quote-events");
-    let results: Vec<Result<(), String>> = futures::stream::iter(quotes)
-        .map(|quote| {
-            let (producer, topic) = (&producer, &topic);
-            async move {
-                for (kind, event) in quote_events(quote) {
-                    let id = event["eventId"].as_str().unwrap_or_default().to_string();
-                    let mut attempt = 1;
-                    while let Err(e) = producer.produce(topic, Some(kind), &event, &id).await {
-                        if attempt == ATTEMPTS || !matches!(e, ProduceError::Kafka(_)) {
-                            return Err(format!("{id}: {e} (attempt {attempt} of {ATTEMPTS})"));
-                        }
-                        eprintln!("produce_quotes: {id}: {e}; sending it again");
-                        attempt += 1;
-                    }
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(256)
-        .collect()
-        .await;
-    assert!(
-        results.iter().all(Result::is_ok),
-        "{:?}",
-        results.iter().find(|r| r.is_err())
-    );
-}
-
-/// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
-pub async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
-    let total = quotes * EVENTS_PER_QUOTE;
-    let processed = t
-        .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
-        .await;
-    assert!(
-        processed,
-        "event log has {} of {total}",
-        t.count("event_log", doc! {}).await
-    );
-    assert_eq!(
-        t.count("quote", doc! { "version": EVENTS_PER_QUOTE as i64 })
-            .await,
-        quotes as u64,
-        "entity versions"
-    );
-    let updates = read_committed(
-        &t.topic("entity-updates"),
-        3,
-        total,
-        Duration::from_secs(180),
-        Duration::from_secs(5),
-    );
-    let ids: HashSet<&String> = updates.iter().filter_map(|r| r.headers.get("id")).collect();
-    let events: HashSet<&String> = updates
-        .iter()
-        .filter_map(|r| r.headers.get("outflow.event-id"))
-        .collect();
-    assert_eq!(
-        updates.len(),
-        total,
-        "records on entity-updates (duplicates or losses)"
-    );
-    assert_eq!(ids.len(), total, "distinct outbox ids");
-    assert_eq!(events.len(), total, "distinct event ids");
 }
