@@ -1,6 +1,7 @@
 //! The faults: processes killed or paused, and each server of the local stack restarted or stalled.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::fleet::{self, Fleet, Role};
+use crate::table::Recovery;
+use crate::traffic::Progress;
 
 /// One kind of fault; `--faults` picks a subset, each round runs every picked kind once in random order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,4 +185,57 @@ pub async fn restore_servers() {
     }
     let _ = server("kafka", "start").await;
     let _ = server("mongo", "start").await;
+}
+
+/// Injects `fault` into the fleet and waits (up to `timeout`) for the output to catch up with what
+/// was acknowledged a second after its start and a second after its end.
+pub async fn inject_and_wait(
+    fault: Fault,
+    (fleet, progress): (&Arc<Mutex<Fleet>>, &Arc<Progress>),
+    rng: &mut StdRng,
+    durations: Durations,
+    timeout: Duration,
+    t0: Instant,
+) -> anyhow::Result<Recovery> {
+    let say = |line: String| eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+    say(format!("inject: {}", fault.label()));
+    let started = Instant::now();
+    let stall = {
+        let progress = Arc::clone(progress);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let frontier = progress.frontier();
+            crate::wait_for(timeout, || progress.reached(&frontier))
+                .await
+                .then(|| started.elapsed())
+        })
+    };
+    let injected = inject(fault, fleet, rng, durations).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_traffic = !progress.producing_done.load(Ordering::SeqCst);
+    let frontier = progress.frontier();
+    let recovered = crate::wait_for(timeout, || progress.reached(&frontier))
+        .await
+        .then(|| injected.ended.elapsed());
+    if let Some(i) = injected.held {
+        crate::lock(fleet)?.release(i);
+    }
+    let stalled = stall.await.ok().flatten();
+    say(format!(
+        "{} ({}): {}",
+        fault.label(),
+        injected.target,
+        recovered.map_or("NOT recovered".into(), |r| format!(
+            "recovered in {:.1} s",
+            r.as_secs_f64()
+        ))
+    ));
+    Ok(Recovery {
+        fault,
+        target: injected.target,
+        outage: injected.ended - injected.started,
+        stalled,
+        recovered,
+        with_traffic,
+    })
 }

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 
 use faults::{Durations, Fault};
 use fleet::Fleet;
-use table::{Recovery, fenced_zombies, print_tables};
+use table::{Ending, fenced_zombies, print_verdict};
 use traffic::{Progress, Shape};
 
 #[derive(Debug, Parser)]
@@ -289,51 +289,11 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
         if let Some(finished) = producer.take_if(|p| p.is_finished()) {
             producer_done = Some(finished.await??);
         }
-        say(format!("inject: {}", fault.label()));
-        let started = Instant::now();
-        let stall = {
-            let (progress, timeout) = (
-                Arc::clone(&progress),
-                Duration::from_secs(args.recover_timeout),
-            );
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let frontier = progress.frontier();
-                wait_for(timeout, || progress.reached(&frontier))
-                    .await
-                    .then(|| started.elapsed())
-            })
-        };
-        let injected = faults::inject(fault, &fleet, &mut rng, durations).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let with_traffic = !progress.producing_done.load(Ordering::SeqCst);
-        let frontier = progress.frontier();
-        let recovered = wait_for(Duration::from_secs(args.recover_timeout), || {
-            progress.reached(&frontier)
-        })
-        .await
-        .then(|| injected.ended.elapsed());
-        if let Some(i) = injected.held {
-            lock(&fleet)?.release(i);
-        }
-        let stalled = stall.await.ok().flatten();
-        say(format!(
-            "{} ({}): {}",
-            fault.label(),
-            injected.target,
-            recovered.map_or("NOT recovered".into(), |r| format!(
-                "recovered in {:.1} s",
-                r.as_secs_f64()
-            ))
-        ));
-        recoveries.push(Recovery {
-            fault,
-            target: injected.target,
-            outage: injected.ended - injected.started,
-            stalled,
-            recovered,
-            with_traffic,
-        });
+        let timeout = Duration::from_secs(args.recover_timeout);
+        let recovery =
+            faults::inject_and_wait(fault, (&fleet, &progress), &mut rng, durations, timeout, t0)
+                .await?;
+        recoveries.push(recovery);
     }
 
     let resent = match producer {
@@ -364,45 +324,20 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
     ));
 
     let report = checker::check(&topology, prefix, shape, args.events).await?;
-    let fenced = fenced_zombies(dir);
-    print_tables(&recoveries, &report);
     let restarts: Vec<String> = lock(&fleet)?
         .members
         .iter()
         .filter(|m| !m.unexpected_exits.is_empty())
         .map(|m| format!("{}: {}", m.name, m.unexpected_exits.join("; ")))
         .collect();
-    println!("zombie commits fenced (log lines): {fenced}");
-    println!(
-        "unexpected exits (restarted by the harness): {}",
-        if restarts.is_empty() {
-            "none".into()
-        } else {
-            restarts.join(" | ")
-        }
-    );
-    println!(
-        "unclean shutdowns at the end: {}",
-        if unclean.is_empty() {
-            "none".into()
-        } else {
-            unclean.join(" | ")
-        }
-    );
-    for e in &report.examples {
-        println!("example: {e}");
-    }
-    let all_recovered = recoveries.iter().all(|r| r.recovered.is_some());
-    let passed = report.passed() && all_recovered && drained;
-    println!(
-        "chaos: {} — {} lost, {} duplicated, {} out of order, {} of {} faults recovered (seed {seed})",
-        if passed { "PASS" } else { "FAIL" },
-        report.lost,
-        report.duplicated,
-        report.out_of_order,
-        recoveries.iter().filter(|r| r.recovered.is_some()).count(),
-        recoveries.len()
-    );
+    let ending = Ending {
+        fenced: fenced_zombies(dir),
+        restarts,
+        unclean,
+        drained,
+        seed,
+    };
+    let passed = print_verdict(&recoveries, &report, &ending);
     if passed && !args.keep {
         let _ = store.database().drop().await;
     }

@@ -31,7 +31,54 @@ pub fn fenced_zombies(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-pub fn print_tables(recoveries: &[Recovery], report: &Report) {
+/// How the run ended, besides the fault table and the checker's report.
+pub struct Ending {
+    /// Lines where a zombie's commit hit the epoch fence ([`fenced_zombies`]).
+    pub fenced: usize,
+    /// Processes that exited unexpectedly and were restarted, with why.
+    pub restarts: Vec<String>,
+    /// Processes that did not stop cleanly at the end.
+    pub unclean: Vec<String>,
+    /// Whether the output caught up with the input after the last fault.
+    pub drained: bool,
+    pub seed: u64,
+}
+
+/// Prints the tables, what else the run saw, and the verdict line; whether the run passed.
+pub fn print_verdict(recoveries: &[Recovery], report: &Report, end: &Ending) -> bool {
+    print_tables(recoveries, report);
+    let listed = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(" | ")
+        }
+    };
+    println!("zombie commits fenced (log lines): {}", end.fenced);
+    println!(
+        "unexpected exits (restarted by the harness): {}",
+        listed(&end.restarts)
+    );
+    println!("unclean shutdowns at the end: {}", listed(&end.unclean));
+    for e in &report.examples {
+        println!("example: {e}");
+    }
+    let recovered = recoveries.iter().filter(|r| r.recovered.is_some()).count();
+    let passed = report.passed() && recovered == recoveries.len() && end.drained;
+    println!(
+        "chaos: {} — {} lost, {} duplicated, {} out of order, {} of {} faults recovered (seed {})",
+        if passed { "PASS" } else { "FAIL" },
+        report.lost,
+        report.duplicated,
+        report.out_of_order,
+        recovered,
+        recoveries.len(),
+        end.seed
+    );
+    passed
+}
+
+fn print_tables(recoveries: &[Recovery], report: &Report) {
     println!();
     println!(
         "{:<28} {:<20} {:>8} {:>9} {:>14}",
