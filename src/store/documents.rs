@@ -20,9 +20,26 @@ pub fn binary(bytes: Vec<u8>) -> Bson {
     })
 }
 
-/// JSON → BSON without surprises (integers stay integers).
+/// JSON → BSON as it is: integers stay integers (32-bit where they fit, as the `bson` crate
+/// does) and keys stay keys. `Bson::try_from` would read `{"$oid": ...}` and its kin as extended
+/// JSON, and a malformed one failed the whole value (stored as null); it also took a copy first.
 pub fn to_bson(json: &Json) -> Bson {
-    Bson::try_from(json.clone()).unwrap_or(Bson::Null)
+    match json {
+        Json::Null => Bson::Null,
+        Json::Bool(b) => Bson::Boolean(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => i32::try_from(i).map_or(Bson::Int64(i), Bson::Int32),
+            // u64 above i64::MAX and fractions; serde_json has no number without an f64
+            None => Bson::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Bson::String(s.clone()),
+        Json::Array(items) => Bson::Array(items.iter().map(to_bson).collect()),
+        Json::Object(map) => Bson::Document(
+            map.iter()
+                .map(|(key, value)| (key.clone(), to_bson(value)))
+                .collect(),
+        ),
+    }
 }
 
 /// BSON → JSON in relaxed extended JSON (plain numbers and strings for plain documents).
@@ -142,5 +159,38 @@ pub fn outbox_doc(o: OutboxEntry<'_>) -> Document {
         "eventId": o.event_id,
         "headers": headers,
         "seq": o.seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{to_bson, to_json};
+    use mongodb::bson::{Bson, doc};
+    use serde_json::json;
+
+    #[test]
+    fn json_becomes_bson_as_it_is_and_comes_back_the_same() {
+        let value = json!({
+            "small": 7, "big": 5_000_000_000_i64, "huge": u64::MAX, "half": 0.5, "ok": true,
+            "none": null, "name": "é", "list": [1, "two", {"three": 3}],
+            // map keys of an Avro map, or a jq state's: kept as keys, not read as extended JSON
+            "ids": {"$oid": "not an object id"}, "n": {"$numberLong": "x"}
+        });
+        let bson = to_bson(&value);
+        let Bson::Document(doc) = &bson else {
+            panic!("{bson:?}")
+        };
+        assert_eq!(doc.get("small"), Some(&Bson::Int32(7)));
+        assert_eq!(doc.get("big"), Some(&Bson::Int64(5_000_000_000)));
+        assert_eq!(doc.get("huge"), Some(&Bson::Double(u64::MAX as f64)));
+        assert_eq!(
+            doc.get("ids"),
+            Some(&Bson::Document(doc! { "$oid": "not an object id" }))
+        );
+        let back = to_json(bson);
+        assert_eq!(back["small"], json!(7));
+        assert_eq!(back["big"], json!(5_000_000_000_i64));
+        assert_eq!(back["list"], value["list"]);
+        assert_eq!(back["n"], value["n"]);
     }
 }
