@@ -20,6 +20,25 @@ fn outflow(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `outflow args` with its stdout closed before the first line, as a reader that has gone:
+/// the exit code, stderr, and how long it ran.
+fn outflow_into_closed_pipe(args: &[&str]) -> (i32, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outflow"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
     let t = TestTopology::new("pipeline.toml");
@@ -140,6 +159,26 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_never_twice() {
         keyed.len() == 1 && keyed[0]["key"] == key.as_str(),
         "{keyed:?}"
     );
+    // a reader that goes away (`outflow tail … | head`) ends the output quietly, not in a panic
+    for args in [
+        vec![
+            "tail",
+            &dlq_topic,
+            "--from-beginning",
+            "--idle-timeout",
+            "20",
+        ],
+        vec!["dlq", "list"],
+    ] {
+        let args = [&args[..], &["--topology", &path]].concat();
+        let (code, err, took) = outflow_into_closed_pipe(&args);
+        assert_eq!(code, 0, "outflow {args:?} into a closed pipe: {err}");
+        assert!(!err.contains("panicked"), "outflow {args:?}: {err}");
+        assert!(
+            took < Duration::from_secs(15),
+            "it stopped at once: {took:?}"
+        );
+    }
     let missing = t.topic("no-such-topic");
     let (code, _, err) = outflow(&["tail", &missing, "--topology", &path]);
     assert_ne!(code, 0);

@@ -163,13 +163,16 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
     };
     let letters = collect(&t, &args.filter)?;
     if args.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&letters)?);
+        say!("{}", serde_json::to_string_pretty(&letters)?)?;
         return Ok(super::exit::OK);
     }
-    println!(
+    say!(
         "{:<28} {:<24} {:<16} {:<28} MESSAGE",
-        "DEAD LETTER", "FAILED AT", "CLASS", "SOURCE"
-    );
+        "DEAD LETTER",
+        "FAILED AT",
+        "CLASS",
+        "SOURCE"
+    )?;
     for d in &letters {
         let failed = mongodb::bson::DateTime::from_millis(d.failed_at())
             .try_to_rfc3339_string()
@@ -181,16 +184,19 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
             d.header(header::SOURCE_OFFSET)
         );
         let message: String = d.header(header::ERROR_MESSAGE).chars().take(100).collect();
-        println!(
+        let printed = say!(
             "{:<28} {:<24} {:<16} {:<28} {}",
             d.coordinates(),
             failed,
             d.header(header::ERROR_CLASS),
             source,
             message
-        );
+        )?;
+        if !printed {
+            return Ok(super::exit::OK); // the reader has gone (`outflow dlq list | head`)
+        }
     }
-    println!("{} dead letter(s)", letters.len());
+    say!("{} dead letter(s)", letters.len())?;
     Ok(super::exit::OK)
 }
 
@@ -230,12 +236,12 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<u8> {
         .key
         .as_deref()
         .map(|k| String::from_utf8_lossy(k).into_owned());
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(
             &json!({ "topic": d.topic, "partition": d.partition, "offset": d.offset, "key": key, "headers": d.headers, "value": value })
         )?
-    );
+    )?;
     Ok(super::exit::OK)
 }
 
@@ -277,7 +283,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
                 "interrupted after {i} of {}: run the same command again to resume",
                 letters.len()
             );
-            println!("sent {sent}, already replayed {skipped}");
+            say!("sent {sent}, already replayed {skipped}")?;
             return Ok(super::exit::FAILURE);
         }
         match replayer.replay(d).await? {
@@ -305,23 +311,23 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             }
             Outcome::WouldSend { to } => {
                 would += 1;
-                println!(
+                say!(
                     "would replay {} → {to} ({}: {})",
                     d.coordinates(),
                     d.header(header::ERROR_CLASS),
                     d.header(header::ERROR_MESSAGE)
-                );
+                )?;
             }
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
     if args.dry_run {
-        println!(
+        say!(
             "dry run: would send {would}, already replayed {skipped}, without a value {unsendable}"
-        );
+        )?;
     } else {
-        println!("sent {sent}, already replayed {skipped}, without a value {unsendable}");
+        say!("sent {sent}, already replayed {skipped}, without a value {unsendable}")?;
     }
     // not everything asked for can go back: say so to the script that ran the replay
     if unsendable > 0 {

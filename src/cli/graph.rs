@@ -15,7 +15,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     match config::load(&args.topology.topology) {
         Ok(loaded) => {
-            print!("{}", render(&loaded.topology, args.format));
+            say_raw!("{}", render(&loaded.topology, args.format))?;
             Ok(super::exit::OK)
         }
         Err(e) => Ok(super::config_failure(&e)),

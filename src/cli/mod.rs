@@ -1,5 +1,23 @@
 //! The command line: one file per subcommand, no business logic; errors become exit codes here.
 
+/// `println!` for a command's output, without its panic when the reader has gone (`outflow tail |
+/// head -3`): `Ok(false)` then, and the command decides (most finish their work, `tail` stops).
+macro_rules! say {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` as [`say!`] is `println!`.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod dlq;
 mod graph;
 mod produce;
@@ -102,6 +120,17 @@ pub struct TopologyArg {
     /// The topology file.
     #[arg(default_value = "topology.toml", env = "OUTFLOW_TOPOLOGY")]
     pub topology: PathBuf,
+}
+
+/// Writes to stdout: `Ok(false)` once the reader has gone (a closed pipe). SIGPIPE stays ignored,
+/// as Rust sets it up: librdkafka's TLS sockets would otherwise kill the process on a reset.
+pub(crate) fn write_stdout(text: std::fmt::Arguments<'_>) -> std::io::Result<bool> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(text) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs the parsed command and returns the process exit code.

@@ -56,10 +56,12 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                 )
                 .await
             {
-                Ok((partition, offset)) => println!(
-                    "{}",
-                    serde_json::json!({"topic": args.topic, "partition": partition, "offset": offset})
-                ),
+                Ok((partition, offset)) => {
+                    say!(
+                        "{}",
+                        serde_json::json!({"topic": args.topic, "partition": partition, "offset": offset})
+                    )?;
+                }
                 Err(e) => {
                     eprintln!("stdin:{}: {e}", n + 1);
                     failed += 1;
@@ -85,7 +87,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             .produce(&args.topic, args.record_type.as_deref(), &event, &event_id)
             .await
         {
-            Ok(p) => println!("{}", serde_json::to_string(&p)?),
+            Ok(p) => {
+                say!("{}", serde_json::to_string(&p)?)?;
+            }
             Err(e) => {
                 eprintln!("stdin:{}: {e}", n + 1);
                 failed += 1;

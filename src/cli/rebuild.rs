@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         "changed"
     };
-    println!(
+    say!(
         "{} {}: {} entities from {} events; {verb} {}, unchanged {}, skipped (changed meanwhile) {}, rejected events {}, emitted {}",
         if args.dry_run { "dry run:" } else { "rebuilt" },
         args.kind,
@@ -86,6 +86,6 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         report.skipped_concurrent,
         report.failed.len(),
         report.emitted
-    );
+    )?;
     Ok(super::exit::OK)
 }

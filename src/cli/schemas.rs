@@ -146,10 +146,10 @@ async fn check_all(args: CheckArgs) -> anyhow::Result<u8> {
         Format::Text => {
             for r in &results {
                 if r.problems.is_empty() {
-                    println!("ok    {} ({}) against {}", r.subject, r.file, r.against);
+                    say!("ok    {} ({}) against {}", r.subject, r.file, r.against)?;
                 }
                 for p in &r.problems {
-                    println!(
+                    say!(
                         "FAIL  {} ({}): {} [{} {}, against {}]",
                         r.subject,
                         r.file,
@@ -157,48 +157,48 @@ async fn check_all(args: CheckArgs) -> anyhow::Result<u8> {
                         level.as_str(),
                         p.direction,
                         r.against
-                    );
+                    )?;
                 }
             }
-            println!(
+            say!(
                 "{} subject(s) checked under {}: {failures} incompatible",
                 results.len(),
                 level.as_str()
-            );
+            )?;
         }
         Format::Json => {
             let report: Vec<_> = results.iter().map(|r| json!({ "subject": r.subject, "file": r.file, "against": r.against, "compatible": r.problems.is_empty(), "problems": r.problems })).collect();
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(
                     &json!({ "level": level.as_str(), "incompatible": failures, "subjects": report })
                 )?
-            );
+            )?;
         }
         Format::Junit => {
             let escape = super::xml_escape;
-            println!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
-            println!(
+            say!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")?;
+            say!(
                 "<testsuites><testsuite name=\"outflow schemas check ({})\" tests=\"{}\" failures=\"{failures}\">",
                 level.as_str(),
                 results.len()
-            );
+            )?;
             for r in &results {
-                print!(
+                say_raw!(
                     "  <testcase classname=\"schemas\" name=\"{}\">",
                     escape(&r.subject)
-                );
+                )?;
                 for p in &r.problems {
-                    print!(
+                    say_raw!(
                         "<failure message=\"{}\">{} against {}</failure>",
                         escape(&p.reason),
                         escape(&r.file),
                         escape(&r.against)
-                    );
+                    )?;
                 }
-                println!("</testcase>");
+                say!("</testcase>")?;
             }
-            println!("</testsuite></testsuites>");
+            say!("</testsuite></testsuites>")?;
         }
     }
     Ok(if failures > 0 {
@@ -222,16 +222,22 @@ async fn register(args: RegisterArgs) -> anyhow::Result<u8> {
     {
         let existing = registry.lookup(&subject, &schema).await?;
         match (existing, args.dry_run) {
-            (Some(id), _) => println!("unchanged  {subject} (id {id})"),
-            (None, true) => println!(
-                "would register  {subject} from {} (level {})",
-                schema.path.display(),
-                level.as_str()
-            ),
+            (Some(id), _) => {
+                say!("unchanged  {subject} (id {id})")?;
+            }
+            (None, true) => {
+                say!(
+                    "would register  {subject} from {} (level {})",
+                    schema.path.display(),
+                    level.as_str()
+                )?;
+            }
             (None, false) => {
                 registry.set_level(&subject, level).await?;
                 match registry.register(&subject, &schema).await {
-                    Ok(id) => println!("registered {subject} (id {id}, level {})", level.as_str()),
+                    Ok(id) => {
+                        say!("registered {subject} (id {id}, level {})", level.as_str())?;
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("error: {subject}: {e}");

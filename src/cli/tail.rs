@@ -119,7 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         };
         let line = json!({ "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
             "timestamp": m.timestamp().to_millis(), "key": key, "headers": headers, "value": value });
-        println!("{line}");
+        if !say!("{line}")? {
+            break; // the reader has gone (`outflow tail … | head`)
+        }
         printed += 1;
     }
     Ok(super::exit::OK)

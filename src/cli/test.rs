@@ -49,15 +49,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let failed = all.iter().filter(|(_, r)| !r.failures.is_empty()).count();
     for (file, r) in &all {
         if r.failures.is_empty() {
-            println!("ok    {} :: {}", file.display(), r.name);
+            say!("ok    {} :: {}", file.display(), r.name)?;
         } else {
-            println!("FAIL  {} :: {}", file.display(), r.name);
+            say!("FAIL  {} :: {}", file.display(), r.name)?;
             for f in &r.failures {
-                println!("  {f}");
+                say!("  {f}")?;
             }
         }
     }
-    println!("{} passed, {failed} failed", all.len() - failed);
+    say!("{} passed, {failed} failed", all.len() - failed)?;
     if let Some(path) = &args.junit {
         let escape = super::xml_escape;
         let mut xml = format!(

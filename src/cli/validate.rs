@@ -59,25 +59,25 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                 "topology": topology.as_ref().map(summary_json),
                 "online": online.as_ref().map(|c| c.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>()),
             });
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            say!("{}", serde_json::to_string_pretty(&report)?)?;
         }
         Format::Text => {
-            print_diagnostics(&diagnostics);
+            print_diagnostics(&diagnostics)?;
             if let Some(t) = &topology {
-                print_summary(t);
+                print_summary(t)?;
             }
             for c in online.iter().flatten() {
-                println!(
+                say!(
                     "  {} {:<9} {}",
                     if c.ok { "ok  " } else { "FAIL" },
                     c.name,
                     c.detail
-                );
+                )?;
             }
-            println!(
+            say!(
                 "{}: {errors} error(s), {warnings} warning(s), {notes} note(s)",
                 path.display()
-            );
+            )?;
         }
     }
     Ok(if failed {
@@ -89,40 +89,41 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     })
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic]) {
+fn print_diagnostics(diagnostics: &[Diagnostic]) -> std::io::Result<()> {
     for d in diagnostics {
-        println!("{d}");
+        say!("{d}")?;
     }
+    Ok(())
 }
 
-fn print_summary(t: &Topology) {
-    println!("topology `{}` ({})", t.name, t.file.display());
-    println!(
+fn print_summary(t: &Topology) -> std::io::Result<()> {
+    say!("topology `{}` ({})", t.name, t.file.display())?;
+    say!(
         "  kafka     {} (group {}; {})",
         t.kafka.brokers,
         t.kafka.group_id,
         crate::kafka_auth::security(&t.kafka)
-    );
-    println!(
+    )?;
+    say!(
         "  registry  {} (level {})",
         t.registry.url,
         t.registry.compatibility.as_str()
-    );
-    println!(
+    )?;
+    say!(
         "  mongo     {} (database {})",
         health::redact_uri(&t.mongo.uri),
         t.mongo.database
-    );
+    )?;
     for s in &t.sources {
         let types: Vec<&str> = s.schemas.iter().map(|x| x.short_name()).collect();
-        println!(
+        say!(
             "  source    {} ← {} ({} partitions; {}; dead letters → {})",
             s.name,
             s.topic,
             s.partitions,
             types.join(", "),
             s.dlq_topic
-        );
+        )?;
     }
     for st in &t.stages {
         let emits: Vec<&str> = st.emits.iter().map(|e| e.topic.as_str()).collect();
@@ -131,34 +132,37 @@ fn print_summary(t: &Topology) {
         } else {
             format!("; emits → {}", emits.join(", "))
         };
-        println!(
+        say!(
             "  stage     {}: {} → entity {}{emits}",
-            st.name, st.source, st.entity_kind
-        );
+            st.name,
+            st.source,
+            st.entity_kind
+        )?;
     }
     for o in &t.topics {
-        println!(
+        say!(
             "  output    {} ({} partitions; {})",
             o.name,
             o.partitions,
             o.schema.short_name()
-        );
+        )?;
     }
     for r in &t.ingress {
-        println!(
+        say!(
             "  ingress   {} {} → {} ({})",
             r.method,
             r.path,
             r.topic,
             r.schema.short_name()
-        );
+        )?;
     }
     let admin = t
         .http
         .admin_listen
         .as_ref()
         .map_or(String::new(), |a| format!(" (admin {a})"));
-    println!("  http      {}{admin}", t.http.listen);
+    say!("  http      {}{admin}", t.http.listen)?;
+    Ok(())
 }
 
 fn summary_json(t: &Topology) -> serde_json::Value {
