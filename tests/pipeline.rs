@@ -33,14 +33,7 @@ async fn ten_thousand_events_exactly_once_and_redelivery_changes_nothing() {
     t.prepare().await;
     let outflow = t.run(&[]);
     produce_all(&t).await;
-    let processed = t
-        .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
-        .await;
-    assert!(
-        processed,
-        "event log has {} of {total}",
-        t.count("event_log", doc! {}).await
-    );
+    t.assert_event_log_reaches(total).await;
 
     let updates = read_committed(
         &t.topic("entity-updates"),

@@ -151,6 +151,18 @@ impl TestTopology {
         .await
     }
 
+    /// Waits up to 180 s for the event log to hold `total` events, and fails the test otherwise.
+    pub async fn assert_event_log_reaches(&self, total: usize) {
+        let processed = self
+            .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
+            .await;
+        assert!(
+            processed,
+            "event log has {} of {total}",
+            self.count("event_log", doc! {}).await
+        );
+    }
+
     /// Creates topics, collections and subjects as `outflow run` would, without running anything.
     pub async fn prepare(&self) {
         outflow::topics::ensure(&self.topology, 1)

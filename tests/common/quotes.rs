@@ -61,14 +61,7 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
 /// Every event of `quotes` quotes is in Mongo once and on entity-updates exactly once.
 pub async fn assert_exactly_once(t: &TestTopology, quotes: usize) {
     let total = quotes * EVENTS_PER_QUOTE;
-    let processed = t
-        .reaches("event_log", doc! {}, total as u64, Duration::from_secs(180))
-        .await;
-    assert!(
-        processed,
-        "event log has {} of {total}",
-        t.count("event_log", doc! {}).await
-    );
+    t.assert_event_log_reaches(total).await;
     assert_eq!(
         t.count("quote", doc! { "version": EVENTS_PER_QUOTE as i64 })
             .await,

@@ -197,7 +197,7 @@ pub async fn inject_and_wait(
     timeout: Duration,
     t0: Instant,
 ) -> anyhow::Result<Recovery> {
-    let say = |line: String| eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+    let say = |line: String| crate::say_at(t0, &line);
     say(format!("inject: {}", fault.label()));
     let started = Instant::now();
     let stall = {

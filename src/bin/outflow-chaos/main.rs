@@ -158,7 +158,7 @@ fn expected_seconds(schedule: &[Fault], d: Durations) -> f64 {
 
 async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<bool> {
     let t0 = Instant::now();
-    let say = |line: String| eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+    let say = |line: String| say_at(t0, &line);
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds = if args.faults.is_empty() {
@@ -237,7 +237,7 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let restarted = fleet.lock().map(|mut f| f.supervise()).unwrap_or_default();
                 for line in restarted {
-                    eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
+                    say_at(t0, &line);
                 }
             }
         })
@@ -342,6 +342,11 @@ async fn run(args: Args, prefix: &str, dir: &std::path::Path) -> anyhow::Result<
         let _ = store.database().drop().await;
     }
     Ok(passed)
+}
+
+/// A progress line on stderr, stamped with the seconds since the run began at `t0`.
+pub fn say_at(t0: Instant, line: &str) {
+    eprintln!("[{:>6.1} s] {line}", t0.elapsed().as_secs_f64());
 }
 
 /// Stops the live reader (a blocking thread the runtime would wait for at exit) and the supervisor
