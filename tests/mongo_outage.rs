@@ -1,6 +1,7 @@
-//! A Mongo outage on the real local stack while the consumer group rebalances: the new assignment
-//! waits for Mongo (its partitions are claimed there), and once Mongo answers again everything is
-//! processed and published exactly once.
+//! Mongo outages on the real local stack: one while the consumer group rebalances (the new
+//! assignment waits for Mongo, as its partitions are claimed there), and one longer than the
+//! consumer's `max.poll.interval.ms`. Once Mongo answers again everything is processed and
+//! published exactly once.
 
 mod common;
 
@@ -96,4 +97,48 @@ async fn a_rebalance_while_mongo_is_down_waits_for_it_and_loses_and_doubles_noth
         Some(0),
         "the first processor stops gracefully"
     );
+}
+
+/// A Kafka consumer that is not polled for `max.poll.interval.ms` leaves its group. While Mongo
+/// is down every partition task waits in its batch transaction, longer than that limit here: the
+/// processor must still count as polling, keep its partitions, and lose and double nothing once
+/// Mongo is back. It counts as polling twice over: the consumer's own loop polls its main queue
+/// at least every watchdog check, and a partition task polls its queue while its batch retries.
+/// With both taken out (tried by hand), librdkafka logged MAXPOLL, left the group, and this failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mongo_outage_longer_than_max_poll_interval_keeps_the_partitions_and_loses_nothing() {
+    let (before, during) = (300, 300);
+    let max_poll = Duration::from_secs(12); // librdkafka's lowest: the session timeout (10 s) + 1
+    let t = TestTopology::edited(
+        "pipeline.toml",
+        &[(
+            r#""heartbeat.interval.ms" = "1000" }"#,
+            r#""heartbeat.interval.ms" = "1000", "max.poll.interval.ms" = "12000" }"#,
+        )],
+    );
+    t.prepare().await;
+    produce_quotes(&t, 0..before).await;
+    let processor = t.run(&[]);
+    t.assert_event_log_reaches(before * common::EVENTS_PER_QUOTE)
+        .await;
+    let assignments = processor.log_text().matches("partitions assigned").count();
+
+    let stopped = MongoStopped::now();
+    // records keep arriving: every partition task takes a batch and waits in its transaction
+    produce_quotes(&t, before..before + during).await;
+    tokio::time::sleep(max_poll * 2).await;
+    drop(stopped);
+
+    assert_exactly_once(&t, before + during).await;
+    let log = processor.log_text();
+    assert!(
+        !log.contains("partitions revoked"),
+        "the processor lost its partitions during a Mongo outage of twice max.poll.interval.ms; log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("partitions assigned").count(),
+        assignments,
+        "the group rebalanced during the Mongo outage; log:\n{log}"
+    );
+    assert_eq!(processor.stop(), Some(0), "the processor stops gracefully");
 }
