@@ -3,62 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-
 use crate::config::{KafkaSettings, MongoSettings, RegistrySettings};
 
 /// What a probe found, or why it could not get an answer.
 pub type Probe<T> = Result<T, String>;
-
-/// The librdkafka configuration every outflow client starts from: brokers plus user properties.
-pub fn kafka_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.brokers);
-    // librdkafka backs off reconnecting up to 10 s, so after a broker restart a client may wait
-    // that much longer for it (in a restart test the group coordinator's connection came up 5 s
-    // after the broker answered again): the Java clients' 1 s cap, unless `[kafka] properties`
-    // set one
-    config.set("reconnect.backoff.max.ms", "1000");
-    for (key, value) in &kafka.properties {
-        config.set(key, value);
-    }
-    config
-}
-
-/// The configuration of a producer of keyed records: [`kafka_config`] with Kafka's Java
-/// partitioner, murmur2, unless `[kafka] properties` names another. librdkafka's own default
-/// (CRC32) sends a key to another partition than the Java clients and Kafka Streams do, so events
-/// of one entity written by a Java service and by outflow's ingress would be processed by two
-/// partitions, and outflow's output would not be co-partitioned with the Java producers' topics.
-pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = kafka_config(kafka);
-    if !kafka.properties.contains_key("partitioner") {
-        // `_random`: a record with no key goes to a random partition, as in the Java client
-        config.set("partitioner", "murmur2_random");
-    }
-    config
-}
-
-/// The client context of readers that set `enable.partition.eof`: librdkafka may also report a
-/// partition's end as a global error event, which the default context logs as an ERROR; here it
-/// is the news it is (debug), and every other error is still logged.
-pub struct PartitionEofIsNews;
-
-impl rdkafka::ClientContext for PartitionEofIsNews {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-        if matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::debug!("librdkafka: {error}: {reason}");
-        } else {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for PartitionEofIsNews {}
 
 /// Topic name → partition count, as the brokers report it.
 pub async fn kafka_topics(

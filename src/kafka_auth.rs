@@ -170,7 +170,7 @@ pub fn check_blocking(
     timeout: Duration,
 ) -> Result<BTreeMap<String, usize>, KafkaCheckError> {
     // No group.id: the client's own event queue (errors included) is what `poll` serves.
-    let consumer: BaseConsumer<Watch> = crate::health::kafka_config(kafka)
+    let consumer: BaseConsumer<Watch> = crate::kafka_client::consumer_config(kafka)
         .create_with_context(Watch::default())
         .map_err(|e| KafkaCheckError::Client(e.to_string()))?;
     let deadline = Instant::now() + timeout;

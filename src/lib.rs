@@ -21,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod ingress;
 pub mod kafka_auth;
+pub mod kafka_client;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

@@ -129,9 +129,10 @@ pub async fn ensure(topology: &Topology, replication: i32) -> Result<(), TopicEr
     if let Some(mismatch) = partition_mismatches(topology, &existing).into_iter().next() {
         return Err(mismatch);
     }
-    let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(&topology.kafka)
-        .create()
-        .map_err(|e| TopicError::Admin(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> =
+        crate::kafka_client::admin_config(&topology.kafka)
+            .create()
+            .map_err(|e| TopicError::Admin(e.to_string()))?;
     create(&admin, &wanted(topology), replication).await
 }
 
@@ -206,9 +207,10 @@ async fn count_partitions(kafka: &KafkaSettings, topic: &str) -> Result<i32, Top
     };
     let (settings, name) = (kafka.clone(), topic.to_string());
     let ids = tokio::task::spawn_blocking(move || {
-        let consumer: rdkafka::consumer::BaseConsumer = crate::health::kafka_config(&settings)
-            .create()
-            .map_err(|e| e.to_string())?;
+        let consumer: rdkafka::consumer::BaseConsumer =
+            crate::kafka_client::consumer_config(&settings)
+                .create()
+                .map_err(|e| e.to_string())?;
         partition_ids(&consumer, &name, Duration::from_secs(30)).map_err(|e| e.to_string())
     })
     .await
@@ -224,7 +226,7 @@ pub async fn grow(kafka: &KafkaSettings, topic: &str, partitions: i32) -> Result
         return Ok(());
     }
     tracing::info!(topic, from = have, to = partitions, "adding partitions");
-    let admin: AdminClient<DefaultClientContext> = crate::health::kafka_config(kafka)
+    let admin: AdminClient<DefaultClientContext> = crate::kafka_client::admin_config(kafka)
         .create()
         .map_err(|e| TopicError::Admin(e.to_string()))?;
     let wanted = NewPartitions::new(topic, usize::try_from(partitions).unwrap_or(0));

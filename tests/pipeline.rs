@@ -113,6 +113,15 @@ async fn ten_thousand_events_exactly_once_and_redelivery_changes_nothing() {
         Duration::ZERO,
     );
     assert_eq!(again.len(), total, "no new output records");
+    // the topology's consumer properties (session and heartbeat) reach the consumer only: on a
+    // producer librdkafka warns about each, at each relay shard's producer
+    let log = outflow.log_text();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("CONFWARN")).collect();
+    assert!(
+        warned.is_empty(),
+        "librdkafka configuration warnings:\n{}",
+        warned.join("\n")
+    );
     assert_eq!(outflow.stop(), Some(0), "graceful stop on SIGTERM");
 }
 

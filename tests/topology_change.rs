@@ -210,9 +210,10 @@ async fn a_renamed_group_id_continues_each_outbox_shard_and_loses_no_output() {
 async fn expire_records(t: &TestTopology, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = outflow::health::kafka_config(&t.topology.kafka)
-        .create()
-        .unwrap_or_else(|e| panic!("admin: {e}"));
+    let admin: AdminClient<DefaultClientContext> =
+        outflow::kafka_client::admin_config(&t.topology.kafka)
+            .create()
+            .unwrap_or_else(|e| panic!("admin: {e}"));
     let mut all = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         all.add_partition_offset(topic, p, rdkafka::Offset::End)

@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     };
     crate::kafka_auth::check(&topology.kafka, Duration::from_secs(30)).await?;
     let registry = Registry::new(&topology.registry.url, Duration::from_secs(10))?;
-    let consumer: BaseConsumer = crate::health::kafka_config(&topology.kafka)
+    let consumer: BaseConsumer = crate::kafka_client::consumer_config(&topology.kafka)
         .set("group.id", format!("outflow-tail-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

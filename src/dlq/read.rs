@@ -9,7 +9,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::header;
 use crate::config::KafkaSettings;
-use crate::health::PartitionEofIsNews;
+use crate::kafka_client::PartitionEofIsNews;
 use crate::topics::PartitionsError;
 
 /// A dead letter as read from its topic.
@@ -95,7 +95,7 @@ pub fn read(
     filter: &Filter,
     timeout: Duration,
 ) -> Result<Vec<StoredDeadLetter>, ReadError> {
-    let consumer: BaseConsumer<PartitionEofIsNews> = crate::health::kafka_config(kafka)
+    let consumer: BaseConsumer<PartitionEofIsNews> = crate::kafka_client::consumer_config(kafka)
         .set(
             "group.id",
             format!("outflow-dlq-reader-{}", uuid::Uuid::now_v7()),

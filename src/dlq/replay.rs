@@ -61,7 +61,7 @@ impl Replayer {
         to: Option<String>,
         dry_run: bool,
     ) -> Result<Self, ReplayError> {
-        let producer = crate::health::producer_config(kafka)
+        let producer = crate::kafka_client::producer_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;

@@ -82,7 +82,7 @@ impl EventProducer {
         registry: Arc<Registry>,
         deadline: Duration,
     ) -> Result<Self, ProduceError> {
-        let producer = crate::health::producer_config(&topology.kafka)
+        let producer = crate::kafka_client::producer_config(&topology.kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -16,7 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaSettings;
-use crate::health::PartitionEofIsNews;
+use crate::kafka_client::PartitionEofIsNews;
 
 /// The checkpoint value: the last outbox sequence published for a shard.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ fn read_last(
     shard: &str,
     timeout: Duration,
 ) -> Result<Option<Checkpoint>, Read> {
-    let mut config = crate::health::kafka_config(kafka);
+    let mut config = crate::kafka_client::consumer_config(kafka);
     config
         .set("group.id", "outflow-relay-checkpoint-reader")
         .set("enable.auto.commit", "false")

@@ -90,7 +90,7 @@ pub struct ShardPublisher {
 
 impl ShardPublisher {
     fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
-        let mut config = crate::health::producer_config(&self.topology.kafka);
+        let mut config = crate::kafka_client::producer_config(&self.topology.kafka);
         config
             .set(
                 "transactional.id",

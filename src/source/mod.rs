@@ -126,7 +126,7 @@ async fn consume(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Ended, SourceError> {
-    let mut config = crate::health::kafka_config(&topology.kafka);
+    let mut config = crate::kafka_client::consumer_config(&topology.kafka);
     config
         .set("group.id", &topology.kafka.group_id)
         .set("enable.auto.commit", "false")

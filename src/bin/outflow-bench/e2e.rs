@@ -91,7 +91,7 @@ impl Bench {
             .into_iter()
             .map(|spec| spec.name)
             .collect();
-        match outflow::health::kafka_config(&self.topology.kafka).create() {
+        match outflow::kafka_client::admin_config(&self.topology.kafka).create() {
             Ok(admin) => crate::cleanup::delete_topics(&admin, &topics).await,
             Err(e) => eprintln!("bench clean-up: topics {topics:?} not deleted: {e}"),
         }
@@ -143,7 +143,7 @@ impl Bench {
         let id = registry
             .register(&source.subject_for(schema), schema)
             .await?;
-        let producer: FutureProducer = outflow::health::producer_config(&self.topology.kafka)
+        let producer: FutureProducer = outflow::kafka_client::producer_config(&self.topology.kafka)
             .set("enable.idempotence", "true")
             .set("linger.ms", self.producer_linger_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
@@ -247,7 +247,7 @@ impl Bench {
 async fn create_source_topic(topology: &Topology) -> anyhow::Result<()> {
     use outflow::topics::TopicSpec;
     let source = &topology.sources[0];
-    let admin = outflow::health::kafka_config(&topology.kafka).create()?;
+    let admin = outflow::kafka_client::admin_config(&topology.kafka).create()?;
     let topic = TopicSpec::new(&source.topic, source.partitions)
         .with("message.timestamp.type", "LogAppendTime");
     outflow::topics::create(&admin, &[topic], 1).await?;
@@ -289,7 +289,7 @@ pub fn read_output(
     latency_from: Option<i64>,
     progress: Option<&AtomicUsize>,
 ) -> anyhow::Result<Seen> {
-    let consumer: BaseConsumer = outflow::health::kafka_config(&b.topology.kafka)
+    let consumer: BaseConsumer = outflow::kafka_client::consumer_config(&b.topology.kafka)
         .set("group.id", format!("bench-reader-{}", uuid::Uuid::now_v7()))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")

@@ -55,7 +55,7 @@ fn read_topic(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<Vec<(i32, Option<Vec<u8>>)>> {
-    let consumer: BaseConsumer = outflow::health::kafka_config(&topology.kafka)
+    let consumer: BaseConsumer = outflow::kafka_client::consumer_config(&topology.kafka)
         .set(
             "group.id",
             format!("chaos-checker-{}", uuid::Uuid::now_v7()),

@@ -123,7 +123,7 @@ pub async fn produce(
     let source = &topology.sources[0];
     let schema = &source.schemas[0].schema;
     let new_producer = || -> anyhow::Result<FutureProducer> {
-        Ok(outflow::health::producer_config(&topology.kafka)
+        Ok(outflow::kafka_client::producer_config(&topology.kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -211,7 +211,7 @@ pub async fn produce(
 /// Reads the output topic read_committed from the start until told to stop, marking progress.
 pub fn read_live(topology: &Topology, prefix: &str, progress: &Progress) -> anyhow::Result<()> {
     let output = &topology.topics[0];
-    let consumer: BaseConsumer = outflow::health::kafka_config(&topology.kafka)
+    let consumer: BaseConsumer = outflow::kafka_client::consumer_config(&topology.kafka)
         .set("group.id", format!("{prefix}-chaos-live-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
