@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
+
+use crate::process::Running;
 
 /// The tuning knobs of a run: those it sets in the generated topology, and its producer's linger.
 #[derive(Debug, Clone, Copy)]
@@ -102,17 +104,19 @@ impl Bench {
     }
 
     /// Starts the release `outflow run` next to this binary.
-    pub fn start(&self) -> anyhow::Result<Child> {
+    pub fn start(&self) -> anyhow::Result<Arc<Running>> {
         let exe = std::env::current_exe()?.with_file_name("outflow");
         // its warnings (retries, rebalances) next to its topology, to explain odd figures
-        let log = std::fs::File::create(self.path.with_file_name("outflow.log"))?;
-        Ok(Command::new(exe)
+        let log_path = self.path.with_file_name("outflow.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(exe)
             .arg("run")
             .arg(&self.path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()?)
+            .spawn()?;
+        Ok(Arc::new(Running::new(child, log_path)))
     }
 
     /// Waits until the started process answers `/readyz` (stores reachable, group joined and
@@ -282,12 +286,13 @@ fn uuid_millis(id: &[u8]) -> Option<i64> {
 
 /// Reads `topic` read_committed from the beginning until `expected` records or `timeout`; with
 /// `latency_from`, the latencies of records appended at or after that time (ms since the epoch).
+/// Fails as soon as `outflow` has exited.
 pub fn read_output(
     b: &Bench,
     expected: usize,
     timeout: Duration,
     latency_from: Option<i64>,
-    progress: Option<&AtomicUsize>,
+    (outflow, progress): (&Running, Option<&AtomicUsize>),
 ) -> anyhow::Result<Seen> {
     let consumer: BaseConsumer = outflow::kafka_client::consumer_config(&b.topology.kafka)
         .set("group.id", format!("bench-reader-{}", uuid::Uuid::now_v7()))
@@ -304,7 +309,14 @@ pub fn read_output(
     let mut ids = HashSet::new();
     let mut seen = Seen::default();
     let deadline = Instant::now() + timeout;
+    let mut alive_checked = Instant::now();
     while seen.total < expected && Instant::now() < deadline {
+        if alive_checked.elapsed() >= Duration::from_secs(1) {
+            alive_checked = Instant::now();
+            if let Some(gone) = outflow.gone() {
+                anyhow::bail!("{gone}");
+            }
+        }
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };

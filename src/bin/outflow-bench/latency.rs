@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::process::Running;
 use crate::table::Latency;
 use crate::{Args, cpu, e2e};
 
@@ -20,24 +21,37 @@ pub fn quantile(values: &mut [i64], p: f64) -> i64 {
 /// measured when the record becomes visible.
 pub async fn run(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<Latency> {
     let bench = Arc::new(e2e::Bench::new(&knobs).await?);
-    let mut child = bench.start()?;
+    let outflow = bench.start()?;
+    let measured = measure(args, &bench, &outflow, rate).await;
+    outflow.stop();
+    bench.remove().await;
+    measured
+}
+
+/// The latency run proper, on a started outflow; the caller stops it and cleans up.
+async fn measure(
+    args: &Args,
+    bench: &Arc<e2e::Bench>,
+    outflow: &Arc<Running>,
+    rate: f64,
+) -> anyhow::Result<Latency> {
     tokio::time::sleep(Duration::from_secs(5)).await; // joined, partitions assigned
     // a warm-up at the same rate first (the first records meet cold caches, a first fetch of the
     // schema, the relay's first transactions): only records appended after it are measured
     let events = (rate * (args.warmup_seconds + args.latency_seconds) as f64) as usize;
     let measure_from = outflow::source::decode::chrono_millis() + args.warmup_seconds as i64 * 1000;
-    let reading = Arc::clone(&bench);
+    let (reading, watched) = (Arc::clone(bench), Arc::clone(outflow));
     let reader = tokio::task::spawn_blocking(move || {
         e2e::read_output(
             &reading,
             events,
             Duration::from_secs(300),
             Some(measure_from),
-            None,
+            (&watched, None),
         )
     });
     // CPU over the measured part of the load: the machine, outflow, and the bench itself
-    let pids = [child.id(), std::process::id()];
+    let pids = [outflow.pid, std::process::id()];
     let warmup = Duration::from_secs(args.warmup_seconds);
     let cpu_from = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
@@ -49,6 +63,11 @@ pub async fn run(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
         _ => None,
     };
     let mut seen = reader.await??;
+    anyhow::ensure!(
+        !seen.latencies.is_empty(),
+        "no record appended after the warm-up came out within 300 s; see {}",
+        bench.path.with_file_name("outflow.log").display()
+    );
     let median_txn = bench.txn_seconds("0.5").await.unwrap_or(0.0);
     let p99_txn = bench.txn_seconds("0.99").await.unwrap_or(0.0);
     let mut relay_txn = [0.0; 2];
@@ -72,10 +91,7 @@ pub async fn run(args: &Args, knobs: e2e::Knobs, rate: f64) -> anyhow::Result<La
     let relay_batches = bench
         .counters(outflow::metrics::RELAY_BATCHES, "from")
         .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    bench.remove().await;
-    write_timeline(&bench, &seen)?;
+    write_timeline(bench, &seen)?;
     let l = &mut seen.latencies;
     Ok(Latency {
         p50: quantile(l, 0.50),

@@ -12,8 +12,11 @@ mod cleanup;
 mod cpu;
 mod e2e;
 mod latency;
+mod process;
 mod rss;
 mod table;
+
+use process::Running;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -88,28 +91,23 @@ struct Run {
     rss: rss::RssSampler,
 }
 
-/// Runs outflow on `events` pre-produced events: throughput from the process being ready (group
-/// joined) to the last output record visible read_committed, then the exactly-once check.
-async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Result<Run> {
-    let bench = e2e::Bench::new(&knobs).await?;
-    bench.produce(0, events, args.entities, None).await?;
-    let mut child = bench.start()?;
-    let progress = Arc::new(AtomicUsize::new(0));
-    let rss = rss::RssSampler::start(child.id(), Arc::clone(&progress));
-    if let Err(e) = bench.wait_ready(Duration::from_secs(60)).await {
-        let _ = child.kill();
-        let _ = child.wait();
-        bench.remove().await;
-        return Err(e);
-    }
+/// Waits for the started outflow, then reads every output record (the time it took; the RSS
+/// sampler stops there) and reads again for any extra one.
+async fn read_back(
+    bench: &e2e::Bench,
+    outflow: &Running,
+    events: usize,
+    (progress, rss): (&AtomicUsize, &rss::RssSampler),
+) -> anyhow::Result<(e2e::Seen, e2e::Seen, f64)> {
+    bench.wait_ready(Duration::from_secs(60)).await?;
     let started = Instant::now();
     let seen = tokio::task::block_in_place(|| {
         e2e::read_output(
-            &bench,
+            bench,
             events,
             Duration::from_secs(3600),
             None,
-            Some(&progress),
+            (outflow, Some(progress)),
         )
     })?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -117,10 +115,30 @@ async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Re
     // any extra record would show up within a few seconds more; the re-read starts from the
     // beginning, so it gets time for the whole topic too (1M records take well over 5 s)
     let reread = Duration::from_secs(5 + (events / 20_000) as u64);
-    let settle =
-        tokio::task::block_in_place(|| e2e::read_output(&bench, events + 1, reread, None, None))?;
-    let _ = child.kill();
-    let _ = child.wait();
+    let settle = tokio::task::block_in_place(|| {
+        e2e::read_output(bench, events + 1, reread, None, (outflow, None))
+    })?;
+    Ok((seen, settle, elapsed))
+}
+
+/// Runs outflow on `events` pre-produced events: throughput from the process being ready (group
+/// joined) to the last output record visible read_committed, then the exactly-once check.
+async fn end_to_end(args: &Args, knobs: e2e::Knobs, events: usize) -> anyhow::Result<Run> {
+    let bench = e2e::Bench::new(&knobs).await?;
+    bench.produce(0, events, args.entities, None).await?;
+    let outflow = bench.start()?;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let rss = rss::RssSampler::start(outflow.pid, Arc::clone(&progress));
+    let read = read_back(&bench, &outflow, events, (&progress, &rss)).await;
+    rss.finish();
+    outflow.stop();
+    let (seen, settle, elapsed) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            bench.remove().await;
+            return Err(e);
+        }
+    };
     let exactly_once = seen.total == events && seen.distinct == events && settle.total == events;
     if !exactly_once {
         eprintln!(
