@@ -6,18 +6,33 @@
 use std::time::Duration;
 
 use mongodb::Client;
+use mongodb::bson::{Document, doc};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 
-/// Drops database `name`.
+/// Drops database `name`, first killing the sessions its partitions' owners ran their batches
+/// in (`ownerSession`, as a new owner does): an outflow killed mid-batch leaves a transaction
+/// open, and the drop would wait for it to expire (60 s).
 pub async fn drop_database(uri: &str, name: &str) {
-    match Client::with_uri_str(uri).await {
-        Ok(client) => {
-            if let Err(e) = client.database(name).drop().await {
-                eprintln!("bench clean-up: database {name} not dropped: {e}");
-            }
-        }
-        Err(e) => eprintln!("bench clean-up: database {name} not dropped: {e}"),
+    let client = match Client::with_uri_str(uri).await {
+        Ok(client) => client,
+        Err(e) => return eprintln!("bench clean-up: database {name} not dropped: {e}"),
+    };
+    let database = client.database(name);
+    let owners = database
+        .collection::<Document>(outflow::store::documents::OFFSETS)
+        .distinct("ownerSession", doc! {})
+        .await
+        .unwrap_or_default();
+    if !owners.is_empty() {
+        // an ended session is no longer there to kill: nothing to report
+        let _ = client
+            .database("admin")
+            .run_command(doc! { "killSessions": owners })
+            .await;
+    }
+    if let Err(e) = database.drop().await {
+        eprintln!("bench clean-up: database {name} not dropped: {e}");
     }
 }
 

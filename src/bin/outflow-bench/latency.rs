@@ -57,7 +57,10 @@ async fn measure(
         tokio::time::sleep(warmup).await;
         cpu::mark(&pids)
     });
-    bench.produce(0, events, args.entities, Some(rate)).await?;
+    tokio::select! {
+        produced = bench.produce(0, events, args.entities, Some(rate)) => produced?,
+        gone = outflow.exited() => anyhow::bail!("{gone}"),
+    }
     let cpu = match cpu_from.await {
         Ok(Some(from)) => cpu::since(&from, &pids),
         _ => None,

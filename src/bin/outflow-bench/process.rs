@@ -36,6 +36,16 @@ impl Running {
         ))
     }
 
+    /// Resolves once the process has exited (checked every second), with [`Self::gone`]'s words.
+    pub async fn exited(&self) -> String {
+        loop {
+            if let Some(gone) = self.gone() {
+                return gone;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
     /// Kills the process (if it still runs) and reaps it.
     pub fn stop(&self) {
         if let Ok(mut child) = self.child.lock() {
