@@ -100,6 +100,35 @@ fn client_config(kafka: &KafkaSettings, handle: Handle) -> ClientConfig {
     config
 }
 
+/// Why librdkafka would refuse `key = value` (an unknown property or a value it cannot take), as
+/// `outflow validate` reports it; `None` when it takes it. Nothing connects: this only sets the
+/// property on a configuration. A secret's value is never part of the answer.
+pub fn refused_property(key: &str, value: &str) -> Option<Refused> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    match ClientConfig::new().set(key, value).create_native_config() {
+        Ok(_) => None,
+        Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => {
+            Some(Refused::Unknown)
+        }
+        // librdkafka's words quote the value
+        Err(KafkaError::ClientConfig(..)) if crate::kafka_auth::is_secret_key(key) => {
+            Some(Refused::Invalid("not a value it takes".to_string()))
+        }
+        Err(KafkaError::ClientConfig(_, why, ..)) => Some(Refused::Invalid(why)),
+        Err(other) => Some(Refused::Invalid(other.to_string())),
+    }
+}
+
+/// What librdkafka said about a property it refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No such property.
+    Unknown,
+    /// The property exists; this is why the value does not fit.
+    Invalid(String),
+}
+
 /// A consumer's configuration: [`client_config`] for a consumer handle.
 pub fn consumer_config(kafka: &KafkaSettings) -> ClientConfig {
     client_config(kafka, Handle::Consumer)
@@ -183,5 +212,23 @@ mod tests {
             Some("murmur2_random")
         );
         assert_eq!(admin_config(&kafka).get("partitioner"), None);
+    }
+
+    #[test]
+    fn librdkafka_refusals_are_told_apart() {
+        assert_eq!(refused_property("session.timeout.ms", "10000"), None);
+        assert_eq!(
+            refused_property("acks", "all"),
+            None,
+            "a topic-level property"
+        );
+        assert_eq!(
+            refused_property("sesion.timeout.ms", "10000"),
+            Some(Refused::Unknown)
+        );
+        let Some(Refused::Invalid(why)) = refused_property("linger.ms", "abc") else {
+            panic!("linger.ms = abc is not a number");
+        };
+        assert!(why.starts_with("Invalid value"), "{why}");
     }
 }

@@ -52,8 +52,27 @@ impl Validator<'_, '_> {
                 );
                 continue;
             }
-            if let Some(v) = self.expanded(value, &path) {
-                properties.insert(key.clone(), v);
+            let Some(v) = self.expanded(value, &path) else {
+                continue;
+            };
+            match crate::kafka_client::refused_property(key, &v) {
+                None => {
+                    properties.insert(key.clone(), v);
+                }
+                Some(crate::kafka_client::Refused::Unknown) => self.diags.push(
+                    Code::UnknownKey,
+                    value.span(),
+                    &path,
+                    format!("`{key}` is not a librdkafka property"),
+                    Some("librdkafka's CONFIGURATION.md lists them all: is it misspelt?".into()),
+                ),
+                Some(crate::kafka_client::Refused::Invalid(why)) => self.diags.push(
+                    Code::InvalidValue,
+                    value.span(),
+                    &path,
+                    format!("librdkafka refuses `{key}`: {why}"),
+                    None,
+                ),
             }
         }
         Some(KafkaSettings {
