@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::{TestTopology, assert_exactly_once, eventually, produce_quotes};
 use mongodb::bson::doc;
 
+/// Each test stops SecantusDB: run together, one would start it again in the other's outage.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `deploy/local/mongo/mongo-local.sh <command>`; whether it succeeded.
 fn mongo_local(command: &str) -> bool {
     let script = concat!(
@@ -44,6 +47,7 @@ impl Drop for MongoStopped {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebalance_while_mongo_is_down_waits_for_it_and_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
     let (quotes, after) = (1_000, 300);
     // a claim gives up on Mongo after 1 s instead of the default 10, so the outage outlasts
     // several attempts of each claim
@@ -107,6 +111,7 @@ async fn a_rebalance_while_mongo_is_down_waits_for_it_and_loses_and_doubles_noth
 /// With both taken out (tried by hand), librdkafka logged MAXPOLL, left the group, and this failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mongo_outage_longer_than_max_poll_interval_keeps_the_partitions_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let (before, during) = (300, 300);
     let max_poll = Duration::from_secs(12); // librdkafka's lowest: the session timeout (10 s) + 1
     let t = TestTopology::edited(

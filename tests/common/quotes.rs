@@ -27,22 +27,33 @@ pub fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
 /// restart can hold a send past its deadline). The event may then be on the topic twice, which
 /// outflow must absorb by event id.
 pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
-    const ATTEMPTS: usize = 3;
+    // a broker restart on a slow machine, with librdkafka's reconnect backoff, outlasts a few
+    // 10 s delivery deadlines: keep sending an event again until this much time has gone
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+    let started = std::time::Instant::now();
     let producer = t.producer();
     let topic = t.topic("quote-events");
+    let resent = std::sync::atomic::AtomicUsize::new(0);
+    let first_resend = std::sync::Mutex::new(None::<String>);
     let results: Vec<Result<(), String>> = futures::stream::iter(quotes)
         .map(|quote| {
-            let (producer, topic) = (&producer, &topic);
+            let (producer, topic, resent, first_resend) =
+                (&producer, &topic, &resent, &first_resend);
             async move {
                 for (kind, event) in quote_events(quote) {
                     let id = event["eventId"].as_str().unwrap_or_default().to_string();
-                    let mut attempt = 1;
                     while let Err(e) = producer.produce(topic, Some(kind), &event, &id).await {
-                        if attempt == ATTEMPTS || !matches!(e, ProduceError::Kafka(_)) {
-                            return Err(format!("{id}: {e} (attempt {attempt} of {ATTEMPTS})"));
+                        if started.elapsed() > GIVE_UP_AFTER || !matches!(e, ProduceError::Kafka(_))
+                        {
+                            return Err(format!(
+                                "{id}: {e} ({:?} after the first send)",
+                                started.elapsed()
+                            ));
                         }
-                        eprintln!("produce_quotes: {id}: {e}; sending it again");
-                        attempt += 1;
+                        resent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut first) = first_resend.lock() {
+                            first.get_or_insert_with(|| format!("{id}: {e}"));
+                        }
                     }
                 }
                 Ok(())
@@ -51,6 +62,14 @@ pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
         .buffer_unordered(256)
         .collect()
         .await;
+    // one line, not one per event: a failing test's output must still show its panic
+    let resent = resent.into_inner();
+    if resent > 0 {
+        let first = first_resend.into_inner().ok().flatten().unwrap_or_default();
+        eprintln!(
+            "produce_quotes: {resent} sends were not acknowledged in time and sent again (the first: {first})"
+        );
+    }
     assert!(
         results.iter().all(Result::is_ok),
         "{:?}",
