@@ -45,7 +45,7 @@ pub async fn registry_subjects(
         .map_err(|e| format!("registry's subject list is not JSON: {e}"))
 }
 
-/// Pings Mongo and reports whether it is a replica set (transactions need one).
+/// Pings Mongo and reports whether it can run outflow (a replica set of MongoDB 8.0 or later).
 pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<String> {
     let mut options = mongodb::options::ClientOptions::parse(&mongo.uri)
         .await
@@ -59,12 +59,17 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
         .run_command(mongodb::bson::doc! { "hello": 1 })
         .await
         .map_err(|e| format!("no answer from Mongo at {}: {e}", redact_uri(&mongo.uri)))?;
-    match hello.get_str("setName") {
-        Ok(set) => Ok(format!("replica set `{set}`")),
-        Err(_) => {
-            Err("Mongo is not a replica set: multi-document transactions need one".to_string())
-        }
+    if let Some(why) = crate::store::server::unfit(&hello) {
+        return Err(why);
     }
+    Ok(format!(
+        "replica set `{}`, wire version {}",
+        hello.get_str("setName").unwrap_or_default(),
+        hello
+            .get("maxWireVersion")
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    ))
 }
 
 /// Polls `url` every `every` until it answers 2xx or `timeout` passes; whether it did. What the

@@ -65,11 +65,11 @@ async fn start(topology: &std::path::Path, roles: Roles) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(RuntimeError::Config(e)) => return Ok(super::config_failure(&e)),
         // topology.toml disagrees with what is deployed: the brokers' partitions, the database's
-        // topology
+        // topology, a Mongo that cannot run its transactions
         Err(
             e @ (RuntimeError::Topics(crate::topics::TopicError::Partitions { .. })
             | RuntimeError::Mongo {
-                source: StoreError::OtherTopology { .. },
+                source: StoreError::OtherTopology { .. } | StoreError::UnfitServer(_),
                 ..
             }),
         ) => {

@@ -14,6 +14,7 @@
 mod batch;
 pub mod documents;
 pub mod outbox;
+pub mod server;
 pub(crate) mod txn;
 mod upgrade;
 
@@ -57,6 +58,9 @@ pub enum StoreError {
          again what the outbox still holds, unless `relay.checkpoint_topic` names the old one"
     )]
     OtherTopology { owner: String, ours: String },
+    /// The server cannot run outflow's transactions (see [`server::unfit`]).
+    #[error("{0}")]
+    UnfitServer(String),
     /// The database's id document lost its id (edited by hand).
     #[error(
         "the `{META}` document `database` has no string `id`: put the id back, or delete the \
@@ -119,6 +123,12 @@ impl Store {
     /// Creates every collection and index up front: first-touch creation inside concurrent
     /// transactions conflicts.
     pub async fn ensure_collections(&self, topology: &Topology) -> Result<(), StoreError> {
+        // before anything is created: a server too old for the batch writes refuses only the
+        // first batch, after the processor has joined its group
+        let hello = self.db.run_command(doc! { "hello": 1 }).await?;
+        if let Some(why) = server::unfit(&hello) {
+            return Err(StoreError::UnfitServer(why));
+        }
         let existing = self.db.list_collection_names().await?;
         let mut wanted: Vec<&str> = vec![EVENT_LOG, OUTBOX, OFFSETS, LEASES, META];
         wanted.extend(topology.entities.iter().map(|e| e.collection.as_str()));
