@@ -20,6 +20,7 @@ pub const INGRESS_REQUESTS: &str = "outflow_ingress_requests_total";
 pub const SOURCE_RECORD_AGE: &str = "outflow_source_record_age_seconds";
 pub const BATCH_PHASE_SECONDS: &str = "outflow_batch_phase_seconds";
 pub const CONSUMER_REPLACED: &str = "outflow_consumer_replaced_total";
+pub const INGRESS_PRODUCER_RENEWED: &str = "outflow_ingress_producer_renewed_total";
 pub const GROUP_UNSETTLED_SECONDS: &str = "outflow_consumer_group_unsettled_seconds";
 
 /// How often recorded histogram samples are folded into their summaries.
@@ -115,6 +116,11 @@ impl PhaseClock {
 /// The processor gave up on a consumer whose group did not settle and started a new one.
 pub fn consumer_replaced() {
     counter!(CONSUMER_REPLACED).increment(1);
+}
+
+/// A send from the ingress timed out, and the sends after it get a new producer.
+pub fn ingress_producer_renewed() {
+    counter!(INGRESS_PRODUCER_RENEWED).increment(1);
 }
 
 /// How long the processor's consumer group has been out of its steady state (0 while steady):

@@ -139,6 +139,9 @@ async fn kafka_broker_restart_during_processing_loses_and_doubles_nothing() {
             back.elapsed().as_millis()
         );
     };
+    // Twice in CI the test's own producer, sending while the broker shut down, delivered nothing
+    // more for minutes after it was back (librdkafka's issue #5430): a timed-out send now gives
+    // the sends after it a new producer (src/ingress/renewing.rs), and produce_quotes resends.
     tokio::join!(producing, restart);
     assert_exactly_once(&t, quotes + after).await;
     // Usually the session (45 s by default) outlives the restart. Once in CI the consumer never
@@ -185,7 +188,7 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
     let _serial = SERIAL.lock().await;
     let t = TestTopology::with_extra("pipeline.toml", "produce_timeout_ms = 3000");
     t.prepare().await;
-    let _outflow = t.run(&[]);
+    let outflow = t.run(&[]);
     let base = t.http_base();
     common::wait_ready(&base).await;
     let mut accepted = Vec::new();
@@ -216,6 +219,23 @@ async fn ingress_answers_503_while_kafka_is_down_and_loses_no_accepted_request()
         assert_eq!(status, 202, "accepted again after the restart");
         accepted.push(id);
     }
+    // the sends that timed out gave the ingress a new producer, which the requests above used (a
+    // producer kept across a broker restart can hold a partition without a leader for good:
+    // src/ingress/renewing.rs)
+    let metrics = group::metrics_text(&base)
+        .await
+        .unwrap_or_else(|| panic!("/metrics did not answer"));
+    assert!(
+        metrics.contains("outflow_ingress_producer_renewed_total"),
+        "a timed-out send renews the ingress producer, counted:\n{metrics}"
+    );
+    assert!(
+        outflow
+            .log_text()
+            .contains("producing with a new Kafka producer"),
+        "a timed-out send renews the ingress producer:\n{}",
+        outflow.log_tail(30)
+    );
     let records = read_committed(
         &t.topic("quote-events"),
         3,

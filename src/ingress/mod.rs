@@ -1,18 +1,20 @@
 //! Ingress: JSON business events → checked against the topic's Avro schema → produced to Kafka.
 
 pub mod http;
+mod renewing;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::Value as Json;
 
 use crate::config::{Source, Topology};
 use crate::schema::codec;
 use crate::schema::json::{FieldError, json_to_avro};
 use crate::schema::registry::{Registry, RegistryError};
+use renewing::RenewingProducer;
 
 /// Why an event was not produced. Nothing was written, except perhaps on a Kafka timeout (see
 /// [`ProduceError::may_be_written`]).
@@ -72,7 +74,7 @@ pub struct Produced {
 pub struct EventProducer {
     topology: Arc<Topology>,
     registry: Arc<Registry>,
-    producer: FutureProducer,
+    producer: RenewingProducer,
 }
 
 impl EventProducer {
@@ -82,15 +84,16 @@ impl EventProducer {
         registry: Arc<Registry>,
         deadline: Duration,
     ) -> Result<Self, ProduceError> {
-        let producer = crate::kafka_client::producer_config(&topology.kafka)
+        let mut config = crate::kafka_client::producer_config(&topology.kafka);
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set(
                 "message.timeout.ms",
                 deadline.as_millis().max(1000).to_string(),
-            )
-            .create()?;
+            );
+        let producer = RenewingProducer::new(config)?;
         Ok(Self {
             topology,
             registry,
@@ -168,11 +171,7 @@ impl EventProducer {
             .key(&key)
             .payload(&payload)
             .headers(headers);
-        let delivery = self
-            .producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
+        let delivery = self.send(record).await?;
         Ok(Produced {
             event_id: event_id.to_string(),
             topic: topic.to_string(),
@@ -193,12 +192,28 @@ impl EventProducer {
         if let Some(k) = key {
             record = record.key(k);
         }
-        let delivery = self
-            .producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
+        let delivery = self.send(record).await?;
         Ok((delivery.partition, delivery.offset))
+    }
+
+    /// Sends `record` and waits for the broker's acknowledgement; a send that timed out gives
+    /// the sends after it a new producer (see [`RenewingProducer`]).
+    async fn send<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<rdkafka::producer::future_producer::Delivery, ProduceError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let producer = self.producer.current();
+        match producer.send(record, Duration::from_secs(30)).await {
+            Ok(delivery) => Ok(delivery),
+            Err((e, _)) => {
+                self.producer.after_failure(&producer, &e);
+                Err(e.into())
+            }
+        }
     }
 }
 

@@ -27,9 +27,9 @@ pub fn quote_events(quote: usize) -> Vec<(&'static str, Value)> {
 /// restart can hold a send past its deadline). The event may then be on the topic twice, which
 /// outflow must absorb by event id.
 pub async fn produce_quotes(t: &TestTopology, quotes: std::ops::Range<usize>) {
-    // a broker restart on a slow machine, with librdkafka's reconnect backoff, outlasts a few
-    // 10 s delivery deadlines: keep sending an event again until this much time has gone
-    const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
+    // a send that times out (60 s, `TestTopology::producer`) gives the sends after it a new
+    // producer (src/ingress/renewing.rs): keep sending an event again until this much time has gone
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(180);
     let started = std::time::Instant::now();
     let producer = t.producer();
     let topic = t.topic("quote-events");
