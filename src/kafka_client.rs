@@ -153,6 +153,18 @@ pub fn producer_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// Drops a producer that is being replaced off the async runtime, once whatever still uses it is
+/// done with it: `rd_kafka_destroy` may block while it winds down. Nobody takes a new handle on
+/// a retired producer, and its sends in flight end by `message.timeout.ms`.
+pub fn retire_producer(producer: std::sync::Arc<rdkafka::producer::FutureProducer>) {
+    tokio::spawn(async move {
+        while std::sync::Arc::strong_count(&producer) > 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+    });
+}
+
 /// The client context of readers that set `enable.partition.eof`: librdkafka may also report a
 /// partition's end as a global error event, which the default context logs as an ERROR; here it
 /// is the news it is (debug), and every other error is still logged.

@@ -1,11 +1,12 @@
 //! The ingress producer, replaced by a fresh one when a send times out.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
+
+use crate::kafka_client::retire_producer;
 
 /// A producer that a timed-out send replaces.
 ///
@@ -58,10 +59,10 @@ impl RenewingProducer {
         };
         if !Arc::ptr_eq(&current, used) {
             // another timed-out send replaced it first
-            retire(fresh);
+            retire_producer(fresh);
             return;
         }
-        retire(std::mem::replace(&mut *current, fresh));
+        retire_producer(std::mem::replace(&mut *current, fresh));
         drop(current);
         tracing::warn!(
             "a send timed out: producing with a new Kafka producer from now on (the old one may \
@@ -69,16 +70,4 @@ impl RenewingProducer {
         );
         crate::metrics::ingress_producer_renewed();
     }
-}
-
-/// Drops `producer` off the async runtime once the sends still using it are done:
-/// `rd_kafka_destroy` may block while it winds down. Nobody takes a new handle on a retired
-/// producer, and the sends holding one end by `message.timeout.ms`.
-fn retire(producer: Arc<FutureProducer>) {
-    tokio::spawn(async move {
-        while Arc::strong_count(&producer) > 1 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
-    });
 }

@@ -14,6 +14,7 @@ use super::inbox::Inbox;
 use super::lease::Lease;
 use super::record::{Pending, pending};
 use crate::config::Topology;
+use crate::kafka_client::retire_producer;
 use crate::metrics;
 use crate::store::Store;
 use crate::store::documents::OUTBOX;
@@ -69,12 +70,6 @@ fn retry_backoff() -> impl Iterator<Item = Duration> {
         .with_max_delay(Duration::from_secs(10))
         .without_max_times()
         .build()
-}
-
-/// Drops a producer off the async runtime: `rd_kafka_destroy` may block while it winds down.
-/// Its successor's `init_transactions` fences it and aborts its open transaction.
-fn retire(producer: Arc<FutureProducer>) {
-    tokio::task::spawn_blocking(move || drop(producer));
 }
 
 /// Publishes `shard` while this relay holds its lease.
@@ -187,7 +182,9 @@ impl ShardPublisher {
                             if !matches!(aborted, Ok(Ok(()))) {
                                 // a producer that cannot even abort is wedged: start afresh
                                 tracing::warn!(shard = %self.shard, "abort failed, re-initialising the producer: {aborted:?}");
-                                retire(producer);
+                                // its successor's init_transactions fences it and aborts its
+                                // open transaction
+                                retire_producer(producer);
                                 continue 'producer;
                             }
                             // growing waits: an error that repeats (a topic the brokers refuse) must
@@ -199,7 +196,7 @@ impl ShardPublisher {
                         }
                         Recovery::Reinit => {
                             tracing::warn!(shard = %self.shard, "producer unusable, re-initialising: {e}");
-                            retire(producer);
+                            retire_producer(producer);
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             continue 'producer;
                         }

@@ -69,7 +69,7 @@ async fn measure(
     anyhow::ensure!(
         !seen.latencies.is_empty(),
         "no record appended after the warm-up came out within 300 s; see {}",
-        bench.path.with_file_name("outflow.log").display()
+        outflow.log.display()
     );
     let median_txn = bench.txn_seconds("0.5").await.unwrap_or(0.0);
     let p99_txn = bench.txn_seconds("0.99").await.unwrap_or(0.0);

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 pub struct Running {
     child: Mutex<Child>,
     pub pid: u32,
-    log: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
 }
 
 impl Running {
