@@ -71,7 +71,18 @@ impl Bench {
         std::fs::write(&path, text)?;
         let topology = Arc::new(
             outflow::config::load(&path)
-                .map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?
+                .map_err(|e| match &e {
+                    // each problem on its own line, file:line:col first, as `outflow validate`
+                    outflow::config::ConfigError::Invalid { diagnostics, .. } => anyhow::anyhow!(
+                        "{e} (a knob out of range?):\n{}",
+                        diagnostics
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
+                    _ => anyhow::anyhow!(e),
+                })?
                 .topology,
         );
         create_source_topic(&topology).await?;

@@ -84,13 +84,16 @@ async fn measure(
         .summary("outflow_source_record_age_seconds", "0.99")
         .await
         .unwrap_or(-1.0);
-    let mut p99_phases = bench
-        .summaries("outflow_batch_phase_seconds", "phase", "0.99")
-        .await;
     let order = [
         "collect", "slot", "decode", "read", "fold", "write", "commit",
     ];
-    p99_phases.sort_by_key(|(phase, _)| order.iter().position(|o| o == phase));
+    let mut phases = [Vec::new(), Vec::new()];
+    for (q, slot) in ["0.5", "0.99"].iter().zip(phases.iter_mut()) {
+        *slot = bench
+            .summaries("outflow_batch_phase_seconds", "phase", q)
+            .await;
+        slot.sort_by_key(|(phase, _)| order.iter().position(|o| o == phase));
+    }
     let relay_batches = bench
         .counters(outflow::metrics::RELAY_BATCHES, "from")
         .await;
@@ -107,7 +110,7 @@ async fn measure(
         p99_after_relay: quantile(&mut seen.after_relay, 0.99),
         p99_to_batch: quantile(&mut seen.to_batch, 0.99),
         p99_received,
-        p99_phases,
+        phases,
         relay_batches,
         cpu,
     })

@@ -17,7 +17,7 @@ mod rss;
 mod table;
 
 use process::Running;
-
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
@@ -174,8 +174,18 @@ async fn memory(args: &Args, knobs: e2e::Knobs) -> anyhow::Result<(bool, [f64; 4
 }
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match bench(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // the message and its causes, not a backtrace (which RUST_BACKTRACE would add)
+            eprintln!("outflow-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let knobs = e2e::Knobs {
         batch: args.batch,
         linger_ms: args.linger_ms,
