@@ -2,6 +2,7 @@
 //! `outflow` binary as a child process, producing events and reading topics read_committed.
 #![allow(dead_code)]
 
+mod cleanup;
 pub mod group;
 mod process;
 mod quotes;
@@ -46,6 +47,15 @@ pub struct TestTopology {
     pub path: PathBuf,
     pub topology: Arc<Topology>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for TestTopology {
+    /// Removes the test's topics and databases; a failed test keeps them, for a look.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            cleanup::remove_artefacts(&self.prefix);
+        }
+    }
 }
 
 impl TestTopology {
