@@ -59,17 +59,7 @@ pub async fn mongo_ping(mongo: &MongoSettings, timeout: Duration) -> Probe<Strin
         .run_command(mongodb::bson::doc! { "hello": 1 })
         .await
         .map_err(|e| format!("no answer from Mongo at {}: {e}", redact_uri(&mongo.uri)))?;
-    if let Some(why) = crate::store::server::unfit(&hello) {
-        return Err(why);
-    }
-    Ok(format!(
-        "replica set `{}`, wire version {}",
-        hello.get_str("setName").unwrap_or_default(),
-        hello
-            .get("maxWireVersion")
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    ))
+    crate::store::server::fit(&hello)
 }
 
 /// Polls `url` every `every` until it answers 2xx or `timeout` passes; whether it did. What the

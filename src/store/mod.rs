@@ -58,7 +58,7 @@ pub enum StoreError {
          again what the outbox still holds, unless `relay.checkpoint_topic` names the old one"
     )]
     OtherTopology { owner: String, ours: String },
-    /// The server cannot run outflow's transactions (see [`server::unfit`]).
+    /// The server cannot run outflow's transactions (see [`server::fit`]).
     #[error("{0}")]
     UnfitServer(String),
     /// The database's id document lost its id (edited by hand).
@@ -126,9 +126,7 @@ impl Store {
         // before anything is created: a server too old for the batch writes refuses only the
         // first batch, after the processor has joined its group
         let hello = self.db.run_command(doc! { "hello": 1 }).await?;
-        if let Some(why) = server::unfit(&hello) {
-            return Err(StoreError::UnfitServer(why));
-        }
+        server::fit(&hello).map_err(StoreError::UnfitServer)?;
         let existing = self.db.list_collection_names().await?;
         let mut wanted: Vec<&str> = vec![EVENT_LOG, OUTBOX, OFFSETS, LEASES, META];
         wanted.extend(topology.entities.iter().map(|e| e.collection.as_str()));
