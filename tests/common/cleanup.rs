@@ -4,9 +4,14 @@
 use std::time::Duration;
 
 use mongodb::bson::doc;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+
+/// The benchmark's clean-up: the same deletes, and a database's open transactions (left by a
+/// killed processor) ended first instead of waited for.
+#[path = "../../src/bin/outflow-bench/cleanup.rs"]
+mod removal;
 
 /// At most this long: a server a test left down must not hold up the suite.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -36,9 +41,8 @@ pub fn remove_artefacts(prefix: &str) {
 }
 
 async fn remove(prefix: &str) -> Result<(), String> {
-    let brokers = super::env("OUTFLOW_KAFKA_BROKERS");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", super::env("OUTFLOW_KAFKA_BROKERS"))
         .create()
         .map_err(|e| format!("kafka admin: {e}"))?;
     let metadata = admin
@@ -52,27 +56,18 @@ async fn remove(prefix: &str) -> Result<(), String> {
         .filter(|name| name.contains(prefix))
         .collect();
     if !topics.is_empty() {
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        admin
-            .delete_topics(&names, &options)
-            .await
-            .map_err(|e| format!("delete topics: {e}"))?;
+        removal::delete_topics(&admin, &topics).await;
     }
-    let client = mongodb::Client::with_uri_str(super::env("OUTFLOW_MONGO_URI"))
+    let uri = super::env("OUTFLOW_MONGO_URI");
+    let databases = mongodb::Client::with_uri_str(&uri)
         .await
-        .map_err(|e| format!("mongo: {e}"))?;
-    let databases = client
+        .map_err(|e| format!("mongo: {e}"))?
         .list_database_names()
         .filter(doc! { "name": { "$regex": format!("^{prefix}") } })
         .await
         .map_err(|e| format!("list databases: {e}"))?;
     for name in databases {
-        client
-            .database(&name)
-            .drop()
-            .await
-            .map_err(|e| format!("drop {name}: {e}"))?;
+        removal::drop_database(&uri, &name).await;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Removes what a run created (its database and its topics), so runs do not pile up on the servers.
 //!
-//! Best effort: a failure is printed and the run's figures stand. Without it the local broker's
+//! Best effort: a failure is printed and the run's figures stand. The integration tests remove
+//! theirs with it too (`tests/common/cleanup.rs` includes this file). Without it the local broker's
 //! data directory grew with every run (to 11–12 GB in a day of runs), and runs slowed on it.
 
 use std::time::Duration;
@@ -16,7 +17,7 @@ use rdkafka::client::DefaultClientContext;
 pub async fn drop_database(uri: &str, name: &str) {
     let client = match Client::with_uri_str(uri).await {
         Ok(client) => client,
-        Err(e) => return eprintln!("bench clean-up: database {name} not dropped: {e}"),
+        Err(e) => return eprintln!("clean-up: database {name} not dropped: {e}"),
     };
     let database = client.database(name);
     let owners = database
@@ -32,7 +33,7 @@ pub async fn drop_database(uri: &str, name: &str) {
             .await;
     }
     if let Err(e) = database.drop().await {
-        eprintln!("bench clean-up: database {name} not dropped: {e}");
+        eprintln!("clean-up: database {name} not dropped: {e}");
     }
 }
 
@@ -43,10 +44,10 @@ pub async fn delete_topics(admin: &AdminClient<DefaultClientContext>, topics: &[
     match admin.delete_topics(&names, &options).await {
         Ok(results) => {
             for (topic, code) in results.into_iter().filter_map(Result::err) {
-                eprintln!("bench clean-up: topic {topic} not deleted: {code}");
+                eprintln!("clean-up: topic {topic} not deleted: {code}");
             }
         }
-        Err(e) => eprintln!("bench clean-up: topics {names:?} not deleted: {e}"),
+        Err(e) => eprintln!("clean-up: topics {names:?} not deleted: {e}"),
     }
 }
 
@@ -57,6 +58,6 @@ pub async fn delete_topics_at(brokers: &str, topics: &[String]) {
         .create::<AdminClient<DefaultClientContext>>()
     {
         Ok(admin) => delete_topics(&admin, topics).await,
-        Err(e) => eprintln!("bench clean-up: topics {topics:?} not deleted: {e}"),
+        Err(e) => eprintln!("clean-up: topics {topics:?} not deleted: {e}"),
     }
 }

@@ -106,7 +106,7 @@ impl Bench {
             .collect();
         match outflow::kafka_client::admin_config(&self.topology.kafka).create() {
             Ok(admin) => crate::cleanup::delete_topics(&admin, &topics).await,
-            Err(e) => eprintln!("bench clean-up: topics {topics:?} not deleted: {e}"),
+            Err(e) => eprintln!("clean-up: topics {topics:?} not deleted: {e}"),
         }
     }
 
